@@ -1,0 +1,59 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# Configure and build (once, cached) the Rust-enabled test kernel from the
+# cached linux-source tree. Prints the build (objtree) directory on stdout.
+#
+# The cache key covers the source version, the config fragment, this recipe
+# and the rootfs (toolchain) key: change any of them and only the kernel is
+# rebuilt.
+. "$(dirname "$0")/lib.sh"
+
+KERNEL_RECIPE=1
+flavour=${1:-test}
+frags=("$SECMMU_TOP/config/secmmu.config")
+[ "$flavour" = debug ] && frags+=("$SECMMU_TOP/config/secmmu-debug.config")
+
+src=$("$SECMMU_TOP/scripts/fetch-kernel-source.sh")
+ver=$(cat "$src/.debian-version")
+key=$( { echo "$ver $KERNEL_RECIPE $(rootfs_key)"; cat "${frags[@]}"; } | hash_of)
+kb="$SECMMU_CACHE/kbuild-$flavour-$ver-$key"
+if [ -f "$kb/.complete" ]; then
+	echo "$kb"
+	exit 0
+fi
+
+mkdir -p "$kb"
+cat "${frags[@]}" >"$kb/secmmu.fragment"
+mk="make -C '$src' O='$kb' ARCH=x86_64 LLVM=1"
+
+configure() {
+	in_rootfs "$mk KCONFIG_ALLCONFIG='$kb/secmmu.fragment' allnoconfig >/dev/null &&
+		$mk olddefconfig >/dev/null"
+	# Every option the fragment asks for must have stuck.
+	local bad=0 line opt want got
+	while IFS= read -r line; do
+		case "$line" in CONFIG_*=*) ;; *) continue ;; esac
+		opt=${line%%=*}
+		want=${line#*=}
+		got=$(grep -E "^$opt=|^# $opt is not set" "$kb/.config" | head -n 1)
+		case "$got" in "$opt="*) got=${got#*=} ;; *) got=n ;; esac
+		if [ "$want" != "$got" ]; then
+			log "config: $opt wanted $want, got $got"
+			bad=1
+		fi
+	done <"$kb/secmmu.fragment"
+	return "$bad"
+}
+step "configure linux $ver ($flavour kernel)" configure >&2 ||
+	die "kernel config did not take the fragment (see above); is the Rust toolchain usable? ($mk rustavailable)"
+
+build() {
+	in_rootfs "$mk -j$(nproc) all >'$kb/build.log' 2>&1" ||
+		{ tail -n 40 "$kb/build.log" >&2; return 1; }
+}
+step "build linux $ver ($flavour kernel, -j$(nproc); several minutes)" build >&2 ||
+	die "kernel build failed, see $kb/build.log"
+echo "$ver" >"$kb/.debian-version"
+echo "$src" >"$kb/.srctree"
+touch "$kb/.complete"
+echo "$kb"

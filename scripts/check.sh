@@ -1,0 +1,95 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# make check: build whatever is missing, run every test, print a summary and
+# end with "N passed, N failed, N skipped". Exits non-zero on any failure.
+. "$(dirname "$0")/lib.sh"
+set +e
+
+T0=$(date +%s)
+PASSED=0 FAILED=0 SKIPPED=0
+FAILS=()
+results="$SECMMU_TOP/build/check"
+rm -rf "$results" && mkdir -p "$results"
+
+# record NAME STATUS: one host-side check.
+record() {
+	if [ "$2" = 0 ]; then
+		PASSED=$((PASSED + 1)); printf 'ok      %s\n' "$1"
+	else
+		FAILED=$((FAILED + 1)); FAILS+=("$1"); printf 'FAIL    %s\n' "$1"
+	fi
+}
+# add_counts NAME FILE: add a "P F S" counts file from a VM run.
+add_counts() {
+	local p=0 f=1 s=0
+	[ -f "$2" ] && read -r p f s <"$2"
+	PASSED=$((PASSED + p)) FAILED=$((FAILED + f)) SKIPPED=$((SKIPPED + s))
+	[ "$f" = 0 ] || FAILS+=("$1")
+	printf '%-7s %s (%s passed, %s failed, %s skipped)\n' "$([ "$f" = 0 ] && echo ok || echo FAIL)" "$1" "$p" "$f" "$s"
+}
+
+echo "== provisioning (cached under $SECMMU_CACHE)"
+kb=$("$SECMMU_TOP/scripts/kdir.sh" test) || { echo "0 passed, 1 failed"; exit 1; }
+export SECMMU_KBUILD=$kb
+echo "test kernel: $kb"
+
+echo "== build"
+"$SECMMU_TOP/scripts/build-module.sh" modules >"$results/module.log" 2>&1
+record "build secmmu.ko" $? || true
+[ -f "$SECMMU_TOP/secmmu.ko" ] || { tail -n 30 "$results/module.log"; echo "$PASSED passed, $((FAILED)) failed"; exit 1; }
+"$SECMMU_TOP/scripts/build-selftests.sh" >"$results/selftests-build.log" 2>&1
+rc=$?; record "build selftests" $rc; ((rc == 0)) || tail -n 30 "$results/selftests-build.log"
+
+echo "== lint"
+"$SECMMU_TOP/scripts/build-module.sh" rustfmtcheck >"$results/rustfmt.log" 2>&1
+rc=$?; record "rustfmtcheck (module)" $rc; ((rc == 0)) || tail -n 30 "$results/rustfmt.log"
+"$SECMMU_TOP/scripts/build-module.sh" clippy >"$results/clippy.log" 2>&1
+rc=$?; record "CLIPPY=1 W=1 build (module), no warnings" $rc; ((rc == 0)) || grep -A8 -E '^(warning|error)' "$results/clippy.log" | head -n 40
+# The clippy build replaced the module; rebuild it plainly for the VM.
+"$SECMMU_TOP/scripts/build-module.sh" modules >>"$results/module.log" 2>&1 || record "rebuild secmmu.ko" 1
+run_cmd "cd '$SECMMU_TOP/selftests/rust' && cargo fmt --check" >"$results/cargo-fmt.log" 2>&1
+rc=$?; record "cargo fmt --check (selftests)" $rc; ((rc == 0)) || head -n 30 "$results/cargo-fmt.log"
+
+echo "== host-side cargo test"
+for crate in "$SECMMU_TOP"/selftests/rust; do
+	run_cmd "cd '$crate' && cargo test -q --offline --locked 2>&1" >"$results/cargo-test.log" 2>&1
+	rc=$?
+	# "test result: ok. N passed; M failed; ..." per test binary
+	read -r p f < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+		END { print p + 0, f + 0 }' "$results/cargo-test.log")
+	((rc == 0)) || [ "$f" -gt 0 ] || f=1
+	echo "$p $f 0" >"$results/cargo-test.counts"
+	add_counts "cargo test $(basename "$crate")" "$results/cargo-test.counts"
+	((rc == 0)) || tail -n 30 "$results/cargo-test.log"
+done
+
+echo "== selftests in the VM"
+SECMMU_QUIET=1 "$SECMMU_TOP/scripts/vm-run.sh" --out "$SECMMU_TOP/build/vm/selftests" -- \
+	selftests/run_vm_tests.sh
+add_counts "VM selftests (KTAP + dmesg scan)" "$SECMMU_TOP/build/vm/selftests/counts"
+grep -E '^(not ok|ok) ' "$SECMMU_TOP/build/vm/selftests/output.log" | sed 's/^/    /'
+grep -E '^#.*(FAIL|fail)' "$SECMMU_TOP/build/vm/selftests/output.log" | head -n 20 | sed 's/^/    /'
+
+echo "== the runner judges failures (these VM runs must fail)"
+# runner_must_fail NAME SCRIPT WHY_REGEX: the runner's verdict must be
+# failure, for the reason given.
+runner_must_fail() {
+	local out="$SECMMU_TOP/build/vm/runner-${2##*/}"
+	mkdir -p "$SECMMU_TOP/build/vm"
+	SECMMU_QUIET=1 "$SECMMU_TOP/scripts/vm-run.sh" --out "$out" -- "$2" 2>"$out.verdict"
+	local rc=$?
+	cat "$out.verdict" >&2
+	if [ "$rc" != 0 ] && grep -qE "$3" "$out.verdict"; then
+		record "runner fails a run with $1" 0
+	else
+		record "runner fails a run with $1 (verdict rc=$rc)" 1
+	fi
+}
+runner_must_fail "a failing KTAP case" selftests/runner/ktap_fail.sh 'KTAP reports 1 failing'
+runner_must_fail "a WARNING in dmesg" selftests/runner/dmesg_warning.sh 'kernel reports in dmesg'
+
+echo
+echo "== summary ($(($(date +%s) - T0)) s)"
+for f in "${FAILS[@]}"; do echo "failed: $f"; done
+echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
+[ "$FAILED" = 0 ]

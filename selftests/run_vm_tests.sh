@@ -1,0 +1,13 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# Runs inside the test VM: every built selftest, each printing KTAP. Exits
+# non-zero if any failed. Built by scripts/build-selftests.sh into build/.
+top=${SECMMU_TOP:-$(cd "$(dirname "$0")/.." && pwd)}
+bin="$top/build/selftests"
+rc=0
+for t in "$bin"/c/* "$bin"/rust/*; do
+	[ -x "$t" ] || continue
+	echo "# selftest: $(basename "$t")"
+	"$t" || rc=1
+done
+exit "$rc"
