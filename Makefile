@@ -13,7 +13,7 @@
 
 SHELL := /bin/bash
 S := scripts
-export KDIR SECMMU_CACHE
+export KDIR SECMMU_CACHE CMD
 
 .PHONY: all rootfs kernel module clippy rustfmtcheck rustfmt selftests check \
 	demo vm-run shell clean
@@ -48,9 +48,9 @@ demo:
 	@$(S)/demo.sh
 
 vm-run:
-	@test -n "$(CMD)" || { echo "usage: make vm-run CMD='command'" >&2; exit 2; }
+	@test -n "$$CMD" || { echo "usage: make vm-run CMD='command'" >&2; exit 2; }
 	@$(S)/build-module.sh modules >/dev/null
-	@SECMMU_KBUILD=$$($(S)/kdir.sh) $(S)/vm-run.sh --out build/vm/run -- $(CMD)
+	@SECMMU_KBUILD=$$($(S)/kdir.sh) $(S)/vm-run.sh --out build/vm/run -- "$$CMD"
 
 shell:
 	@$(S)/build-module.sh modules >/dev/null

@@ -1,14 +1,218 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * C helpers for secmmu's Rust crate: static inline functions and macros of
- * linux/mm.h, linux/huge_mm.h and linux/migrate.h that bindgen cannot turn
- * into callable symbols. Declared in mm_bindings.h.
+ * linux/mm.h, linux/huge_mm.h, linux/highmem.h and linux/workqueue.h that
+ * bindgen cannot turn into callable symbols. Declared in mm_bindings.h.
  */
+#include <linux/highmem.h>
 #include <linux/huge_mm.h>
+#include <linux/migrate.h>
+#include <linux/mm.h>
+#include <linux/pid.h>
+#include <linux/sched/mm.h>
+#include <linux/sched/task.h>
+#include <linux/pgtable.h>
+#include <linux/workqueue.h>
 #include "mm_bindings.h"
 
 /* HPAGE_PMD_ORDER is a macro over PMD_SHIFT: the order of a PMD-mapped THP. */
 unsigned int secmmu_hpage_pmd_order(void)
 {
 	return HPAGE_PMD_ORDER;
+}
+
+/* The huge PMD mapping @addr, if there is one right now. */
+static bool pmd_huge_pfn(struct mm_struct *mm, unsigned long addr,
+			 unsigned long *pfn)
+{
+	pgd_t *pgd;
+	p4d_t *p4d;
+	pud_t *pud;
+	pmd_t pmd;
+
+	pgd = pgd_offset(mm, addr);
+	if (pgd_none(*pgd) || pgd_bad(*pgd))
+		return false;
+	p4d = p4d_offset(pgd, addr);
+	if (p4d_none(*p4d) || p4d_bad(*p4d))
+		return false;
+	pud = pud_offset(p4d, addr);
+	if (pud_none(*pud) || !pud_present(*pud) || pud_leaf(*pud))
+		return false;
+	pmd = pmdp_get_lockless(pmd_offset(pud, addr));
+	if (!pmd_present(pmd) || !pmd_leaf(pmd))
+		return false;
+	*pfn = pmd_pfn(pmd);
+	return true;
+}
+
+/*
+ * The device's page walk: fault @addr in for @mm as a device would (ATS
+ * translation request / page request), report its PFN and whether a huge
+ * PMD maps it, and drop the page reference before returning: the device
+ * keeps none, so only the mmu_notifier keeps its TLB correct. The caller
+ * holds mmap_read_lock(@mm) and an mm_users reference.
+ */
+int secmmu_walk(struct mm_struct *mm, unsigned long addr, bool write,
+		unsigned long *pfn, bool *huge, int *nid)
+{
+	struct page *page;
+	unsigned long hpfn;
+	long n;
+
+	n = get_user_pages_remote(mm, addr, 1, write ? FOLL_WRITE : 0, &page,
+				  NULL);
+	if (n < 0)
+		return n;
+	if (n != 1)
+		return -EFAULT;
+	*pfn = page_to_pfn(page);
+	*nid = page_to_nid(page);
+	*huge = false;
+	if (pmd_huge_pfn(mm, addr, &hpfn) &&
+	    hpfn + ((addr & ~HPAGE_PMD_MASK) >> PAGE_SHIFT) == *pfn) {
+		*huge = true;
+		*pfn = hpfn;
+	}
+	put_page(page);
+	return 0;
+}
+
+/* A kernel mapping of @pfn; no sleeping until secmmu_unmap(). */
+void *secmmu_map_pfn(unsigned long pfn)
+{
+	return kmap_local_page(pfn_to_page(pfn));
+}
+
+void secmmu_unmap(void *addr)
+{
+	kunmap_local(addr);
+}
+
+int secmmu_pfn_to_nid(unsigned long pfn)
+{
+	return page_to_nid(pfn_to_page(pfn));
+}
+
+/* The device engine's own workqueue: module exit drains it. */
+struct workqueue_struct *secmmu_alloc_wq(void)
+{
+	return alloc_workqueue("secmmu_engine", WQ_UNBOUND, 0);
+}
+
+/*
+ * The mm of process @nr (in the caller's pid namespace) with an mm_users
+ * reference (mmput() it), or NULL if there is no such process or it has
+ * no mm.
+ */
+struct mm_struct *secmmu_get_mm_by_pid(int nr)
+{
+	struct task_struct *task;
+	struct mm_struct *mm;
+	struct pid *pid;
+
+	pid = find_get_pid(nr);
+	if (!pid)
+		return NULL;
+	task = get_pid_task(pid, PIDTYPE_PID);
+	put_pid(pid);
+	if (!task)
+		return NULL;
+	mm = get_task_mm(task);
+	put_task_struct(task);
+	return mm;
+}
+
+/*
+ * With mmap_read_lock(@mm) held: the anonymous private VMA holding the
+ * PMD-aligned 2 MiB block around @addr, and the head PFN of the THP that a
+ * huge PMD maps there. -EFAULT: no VMA; -EINVAL: not anonymous private;
+ * -ENOENT: no PMD-mapped THP there.
+ */
+int secmmu_thp_lookup(struct mm_struct *mm, unsigned long addr,
+		      struct vm_area_struct **vmap, unsigned long *pfn)
+{
+	unsigned long start = addr & HPAGE_PMD_MASK;
+	struct vm_area_struct *vma;
+
+	vma = vma_lookup(mm, addr);
+	if (!vma)
+		return -EFAULT;
+	if (!vma_is_anonymous(vma) || (vma->vm_flags & VM_SHARED))
+		return -EINVAL;
+	if (start < vma->vm_start || start + HPAGE_PMD_SIZE > vma->vm_end)
+		return -ENOENT;
+	if (!pmd_huge_pfn(mm, start, pfn))
+		return -ENOENT;
+	*vmap = vma;
+	return 0;
+}
+
+/* @nid names an online node with memory. */
+bool secmmu_node_valid(int nid)
+{
+	return nid >= 0 && nid < MAX_NUMNODES && node_online(nid) &&
+	       node_state(nid, N_MEMORY);
+}
+
+/*
+ * A PMD-order folio on node @nid only, locked, for migrate_vma_pages(), as
+ * a migrate PFN entry with MIGRATE_PFN_COMPOUND; 0 if none is free there.
+ */
+unsigned long secmmu_alloc_thp_dst(int nid)
+{
+	struct folio *folio;
+
+	folio = __folio_alloc_node(GFP_HIGHUSER_MOVABLE | __GFP_THISNODE |
+				   __GFP_NOWARN | __GFP_NORETRY,
+				   HPAGE_PMD_ORDER, nid);
+	if (!folio)
+		return 0;
+	folio_lock(folio);
+	return migrate_pfn(folio_pfn(folio)) | MIGRATE_PFN_COMPOUND;
+}
+
+/* Undo secmmu_alloc_thp_dst() for a destination migration did not take. */
+void secmmu_free_thp_dst(unsigned long mpfn)
+{
+	struct folio *folio = page_folio(migrate_pfn_to_page(mpfn));
+
+	folio_unlock(folio);
+	folio_put(folio);
+}
+
+/* The PFN in a migrate PFN entry. */
+unsigned long secmmu_mpfn_to_pfn(unsigned long mpfn)
+{
+	return page_to_pfn(migrate_pfn_to_page(mpfn));
+}
+
+/* Copies the 2 MiB THP at @src_pfn to @dst_pfn, page by page. */
+void secmmu_copy_thp(unsigned long dst_pfn, unsigned long src_pfn)
+{
+	unsigned long i;
+
+	for (i = 0; i < HPAGE_PMD_NR; i++) {
+		copy_highpage(pfn_to_page(dst_pfn + i), pfn_to_page(src_pfn + i));
+		cond_resched();
+	}
+}
+
+/* Index of the first page that differs between the two THPs, or -1. */
+long secmmu_cmp_thp(unsigned long a_pfn, unsigned long b_pfn)
+{
+	unsigned long i;
+	int diff;
+
+	for (i = 0; i < HPAGE_PMD_NR; i++) {
+		void *a = kmap_local_page(pfn_to_page(a_pfn + i));
+		void *b = kmap_local_page(pfn_to_page(b_pfn + i));
+
+		diff = memcmp(a, b, PAGE_SIZE);
+		kunmap_local(b);
+		kunmap_local(a);
+		if (diff)
+			return i;
+	}
+	return -1;
 }

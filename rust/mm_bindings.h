@@ -7,3 +7,21 @@
 #include <linux/migrate.h>
 
 unsigned int secmmu_hpage_pmd_order(void);
+#include <linux/workqueue.h>
+#include "../include/uapi/secmmu.h"
+
+int secmmu_walk(struct mm_struct *mm, unsigned long addr, bool write,
+		unsigned long *pfn, bool *huge, int *nid);
+void *secmmu_map_pfn(unsigned long pfn);
+void secmmu_unmap(void *addr);
+int secmmu_pfn_to_nid(unsigned long pfn);
+struct workqueue_struct *secmmu_alloc_wq(void);
+struct mm_struct *secmmu_get_mm_by_pid(int nr);
+int secmmu_thp_lookup(struct mm_struct *mm, unsigned long addr,
+		      struct vm_area_struct **vmap, unsigned long *pfn);
+bool secmmu_node_valid(int nid);
+unsigned long secmmu_alloc_thp_dst(int nid);
+void secmmu_free_thp_dst(unsigned long mpfn);
+unsigned long secmmu_mpfn_to_pfn(unsigned long mpfn);
+void secmmu_copy_thp(unsigned long dst_pfn, unsigned long src_pfn);
+long secmmu_cmp_thp(unsigned long a_pfn, unsigned long b_pfn);

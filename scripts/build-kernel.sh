@@ -15,7 +15,7 @@ frags=("$SECMMU_TOP/config/secmmu.config")
 
 src=$("$SECMMU_TOP/scripts/fetch-kernel-source.sh")
 ver=$(cat "$src/.debian-version")
-key=$( { echo "$ver $KERNEL_RECIPE $(rootfs_key)"; cat "${frags[@]}"; } | hash_of)
+key=$( { echo "$ver $KERNEL_RECIPE"; toolchain_versions; cat "${frags[@]}"; } | hash_of)
 kb="$SECMMU_CACHE/kbuild-$flavour-$ver-$key"
 if [ -f "$kb/.complete" ]; then
 	echo "$kb"

@@ -10,7 +10,7 @@ harness="$src/tools/testing/selftests"
 out="$SECMMU_TOP/build/selftests"
 mkdir -p "$out/c" "$out/rust"
 
-cflags="-O2 -g -Wall -Wextra -Werror -Wno-unused-parameter -I'$harness' -I'$SECMMU_TOP/include/uapi' -pthread"
+cflags="-O2 -g -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare -I'$harness' -I'$SECMMU_TOP/include/uapi' -pthread"
 c_cmds=""
 for f in "$SECMMU_TOP"/selftests/c/*.c; do
 	c_cmds+="gcc $cflags -o '$out/c/$(basename "$f" .c)' '$f' && "

@@ -5,7 +5,7 @@
 # own bindings (read back from the kernel build's saved command).
 #   gen-bindings.sh OBJTREE WRAPPER_HEADER OUTPUT
 set -euo pipefail
-objtree=$1 header=$(readlink -f "$2") out=$3
+objtree=$1 header=$(readlink -f "$2") out=$(realpath -m "$3")
 cmdfile="$objtree/rust/bindings/.bindings_generated.rs.cmd"
 [ -f "$cmdfile" ] || { echo "gen-bindings: $cmdfile missing: the kernel was built without CONFIG_RUST?" >&2; exit 1; }
 
@@ -23,6 +23,8 @@ allow=(
 	--allowlist-var 'MIGRATE_VMA_SELECT_.*'
 	--allowlist-function 'migrate_vma_(setup|pages|finalize)'
 	--allowlist-function 'secmmu_.*'
+	--allowlist-type 'secmmu_.*'
+	--allowlist-var 'SECMMU_.*'
 	--no-recursive-allowlist
 	--raw-line 'use kernel::bindings::*;'
 )

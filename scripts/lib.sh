@@ -36,7 +36,7 @@ ROOTFS_PACKAGES=(
 	build-essential bc bison flex libelf-dev libssl-dev cpio kmod
 	python3 python3-venv python3-pip pahole rsync xz-utils zstd
 	virtme-ng qemu-system-x86 numactl procps util-linux
-	ca-certificates busybox-static file iproute2 git
+	ca-certificates busybox-static file iproute2 git systemd-standalone-tmpfiles
 )
 # Version of the rootfs recipe below; bump when the recipe changes.
 ROOTFS_RECIPE=3
@@ -48,6 +48,13 @@ rootfs_key() {
 }
 
 rootfs_dir() { echo "$SECMMU_CACHE/rootfs-$SECMMU_SUITE-$(rootfs_key)"; }
+
+# The versions of the tools a kernel build depends on, from the rootfs:
+# part of the kernel's cache key (the rest of the rootfs does not matter).
+toolchain_versions() {
+	grep -E '^(rustc|rust-src|bindgen|clang|lld|llvm|libclang-dev|gcc|make|pahole) ' \
+		"$(rootfs_dir)/.packages" 2>/dev/null
+}
 
 # in_rootfs [--vm] CMD: run CMD (a bash string) inside the trixie rootfs, in
 # a private mount namespace so that no mount outlives the command. The

@@ -36,7 +36,7 @@ ko="$SECMMU_TOP/secmmu.ko"
 # shim (kvm_pvm) on which QEMU aborts, so probe instead of trusting the node.
 accel() {
 	if [ -n "${SECMMU_ACCEL:-}" ]; then echo "$SECMMU_ACCEL"; return; fi
-	if [ ! -w /dev/kvm ] || grep -q '^kvm_pvm ' /proc/modules 2>/dev/null; then
+	if [ ! -w /dev/kvm ] || [ -d /sys/module/kvm_pvm ]; then
 		echo tcg; return
 	fi
 	if run_cmd "timeout 20 qemu-system-x86_64 -accel kvm -cpu host -M q35 -m 64 \

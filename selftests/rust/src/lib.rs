@@ -150,3 +150,6 @@ mod tests {
         assert_eq!(check(Err("x")), Outcome::Fail("x".into()));
     }
 }
+
+pub mod secmmu;
+pub mod sys;

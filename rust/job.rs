@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! One device read or write, run on the device engine's workqueue while
+//! the ioctl that submitted it waits, like a DMA command and its
+//! completion.
+
+use crate::{
+    engine::{Binding, Dir},
+    queue,
+};
+use kernel::{
+    new_mutex,
+    prelude::*,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc, Completion, Mutex,
+    },
+    workqueue::{new_work, Work, WorkItem},
+};
+
+/// A device access in flight.
+#[pin_data]
+struct Job {
+    binding: Arc<Binding>,
+    addr: usize,
+    dir: Dir,
+    #[pin]
+    buf: Mutex<KVVec<u8>>,
+    result: Atomic<i32>,
+    #[pin]
+    done: Completion,
+    #[pin]
+    work: Work<Job>,
+}
+
+kernel::impl_has_work! {
+    impl HasWork<Self> for Job { self.work }
+}
+
+impl WorkItem for Job {
+    type Pointer = Arc<Job>;
+
+    fn run(this: Arc<Job>) {
+        let r = {
+            let mut buf = this.buf.lock();
+            this.binding.access(this.addr, &mut buf, this.dir)
+        };
+        this.result
+            .store(r.err().map_or(0, |e| e.to_errno()), Relaxed);
+        this.done.complete_all();
+    }
+}
+
+/// Runs a device access of `buf.len()` bytes at `addr` on the engine and
+/// waits for it. Returns the buffer (filled, for a read).
+pub(crate) fn run(
+    binding: Arc<Binding>,
+    addr: usize,
+    buf: KVVec<u8>,
+    dir: Dir,
+) -> Result<KVVec<u8>> {
+    let job = Arc::pin_init(
+        pin_init!(Job {
+            binding,
+            addr,
+            dir,
+            buf <- new_mutex!(buf),
+            result: Atomic::new(0),
+            done <- Completion::new(),
+            work <- new_work!("secmmu::Job"),
+        }),
+        GFP_KERNEL,
+    )?;
+    if queue::engine().enqueue(job.clone()).is_err() {
+        return Err(EBUSY);
+    }
+    job.done.wait_for_completion();
+    match job.result.load(Relaxed) {
+        0 => {
+            let mut buf = job.buf.lock();
+            Ok(core::mem::take(&mut *buf))
+        }
+        e => Err(Error::from_errno(e)),
+    }
+}

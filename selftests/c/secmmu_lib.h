@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Small helpers shared by secmmu's C selftests. */
+#ifndef SECMMU_LIB_H
+#define SECMMU_LIB_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "secmmu.h"
+
+#define SECMMU_DEV "/dev/secmmu"
+#define PAGE 4096UL
+#define HPAGE (2UL << 20)
+#define MPOL_MF_MOVE (1 << 1)
+
+static inline int secmmu_open_bound(unsigned int entries)
+{
+	struct secmmu_bind b = { .tlb_entries = entries };
+	int fd = open(SECMMU_DEV, O_RDWR);
+
+	if (fd < 0)
+		return -errno;
+	if (ioctl(fd, SECMMU_IOCTL_BIND, &b)) {
+		int e = errno;
+
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+/* Device write of @len bytes from @buf (or the 64-bit @value if !buf). */
+static inline int dev_write(int fd, void *addr, size_t len, const void *buf, uint64_t value)
+{
+	struct secmmu_access a = {
+		.addr = (uintptr_t)addr, .len = len, .value = value,
+		.user_buf = (uintptr_t)buf,
+	};
+
+	return ioctl(fd, SECMMU_IOCTL_WRITE, &a) ? -errno : 0;
+}
+
+static inline int dev_read(int fd, const void *addr, size_t len, void *buf)
+{
+	struct secmmu_access a = {
+		.addr = (uintptr_t)addr, .len = len, .user_buf = (uintptr_t)buf,
+	};
+
+	return ioctl(fd, SECMMU_IOCTL_READ, &a) ? -errno : 0;
+}
+
+static inline uint64_t dev_stat(int fd, enum secmmu_stat s)
+{
+	struct secmmu_stats st;
+
+	if (ioctl(fd, SECMMU_IOCTL_GET_STATS, &st))
+		return ~0ULL;
+	return st.counters[s];
+}
+
+/* A 2 MiB-aligned, MADV_HUGEPAGE, touched THP region of @n huge pages. */
+static inline char *thp_alloc(size_t n)
+{
+	size_t len = (n + 1) * HPAGE;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *a;
+	size_t i;
+
+	if (p == MAP_FAILED)
+		return NULL;
+	a = (char *)(((uintptr_t)p + HPAGE - 1) & ~(HPAGE - 1));
+	if (madvise(a, n * HPAGE, MADV_HUGEPAGE))
+		return NULL;
+	for (i = 0; i < n * HPAGE; i += PAGE)
+		a[i] = 1;
+	return a;
+}
+
+static inline long sys_move_pages(unsigned long count, void **pages,
+				  const int *nodes, int *status)
+{
+	return syscall(SYS_move_pages, 0, count, pages, nodes, status, MPOL_MF_MOVE);
+}
+
+/* Node of the page at @p, or -errno. */
+static inline int page_node(void *p)
+{
+	int status = -1;
+
+	if (syscall(SYS_move_pages, 0, 1UL, &p, NULL, &status, 0))
+		return -errno;
+	return status;
+}
+
+/* Moves the @npages pages at @p to @node; returns pages not moved or -errno. */
+static inline long move_range(char *p, size_t npages, int node)
+{
+	void *pages[512];
+	int nodes[512], status[512];
+	size_t i;
+	long r, bad = 0;
+
+	if (npages > 512)
+		return -EINVAL;
+	for (i = 0; i < npages; i++) {
+		pages[i] = p + i * PAGE;
+		nodes[i] = node;
+	}
+	r = sys_move_pages(npages, pages, nodes, status);
+	if (r < 0)
+		return -errno;
+	for (i = 0; i < npages; i++)
+		if (status[i] != node)
+			bad++;
+	return bad + r;
+}
+
+static inline long anon_huge_kb(void)
+{
+	char line[256];
+	long kb = 0, v;
+	FILE *f = fopen("/proc/self/smaps", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "AnonHugePages: %ld kB", &v) == 1)
+			kb += v;
+	fclose(f);
+	return kb;
+}
+
+#endif

@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The few system calls the selftests need, declared directly against libc
+//! (the crate has no dependencies so it builds offline).
+
+#![allow(missing_docs)]
+
+use std::ffi::c_void;
+use std::io;
+
+pub const PROT_READ: i32 = 1;
+pub const PROT_WRITE: i32 = 2;
+pub const MAP_PRIVATE: i32 = 2;
+pub const MAP_ANONYMOUS: i32 = 0x20;
+pub const MAP_POPULATE: i32 = 0x8000;
+pub const MADV_HUGEPAGE: i32 = 14;
+pub const SYS_MOVE_PAGES: i64 = 279;
+pub const MPOL_MF_MOVE: i32 = 1 << 1;
+
+extern "C" {
+    pub fn mmap(
+        addr: *mut c_void,
+        len: usize,
+        prot: i32,
+        flags: i32,
+        fd: i32,
+        off: i64,
+    ) -> *mut c_void;
+    pub fn munmap(addr: *mut c_void, len: usize) -> i32;
+    pub fn madvise(addr: *mut c_void, len: usize, advice: i32) -> i32;
+    pub fn ioctl(fd: i32, req: u64, ...) -> i32;
+    pub fn syscall(nr: i64, ...) -> i64;
+}
+
+/// An anonymous private mapping, unmapped on drop.
+pub struct Mapping {
+    pub ptr: *mut u8,
+    pub len: usize,
+}
+
+impl Mapping {
+    pub fn new(len: usize, flags: i32) -> io::Result<Self> {
+        // SAFETY: anonymous mapping, no hint, no file.
+        let p = unsafe {
+            mmap(
+                std::ptr::null_mut(),
+                len,
+                PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS | flags,
+                -1,
+                0,
+            )
+        };
+        if p as isize == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { ptr: p.cast(), len })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped.
+        unsafe { munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// `ioctl(fd, req, arg)` with the errno on failure.
+pub fn ioctl_ptr<T>(fd: i32, req: u64, arg: *mut T) -> io::Result<()> {
+    // SAFETY: `arg` points at a live `T` of the size the request encodes
+    // (or is unused for `_IO` requests).
+    if unsafe { ioctl(fd, req, arg) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// move_pages(2) on the calling process: `nodes` None queries.
+pub fn move_pages(pages: &[*mut u8], nodes: Option<&[i32]>, status: &mut [i32]) -> io::Result<i64> {
+    let nodes_ptr = nodes.map_or(std::ptr::null(), |n| n.as_ptr());
+    let flags = if nodes.is_some() { MPOL_MF_MOVE } else { 0 };
+    // SAFETY: the arrays hold `pages.len()` elements each.
+    let r = unsafe {
+        syscall(
+            SYS_MOVE_PAGES,
+            0i32,
+            pages.len(),
+            pages.as_ptr(),
+            nodes_ptr,
+            status.as_mut_ptr(),
+            flags,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r)
+}
