@@ -66,7 +66,7 @@ TEST(version_is_read_only)
 
 	ASSERT_EQ(0, stat(DEBUGFS_DIR "/version", &st));
 	ASSERT_EQ(0, st.st_mode & 0222);
-	ASSERT_EQ(0444, st.st_mode & 0777);
+	ASSERT_EQ(0400, st.st_mode & 0777);
 }
 
 TEST(unload_and_reload)
