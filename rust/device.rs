@@ -8,6 +8,7 @@
 use crate::{
     engine::{Binding, Dir},
     mm_bindings as b,
+    shared::Shared,
     stats::{Stat, Stats},
     stream::Stream,
     tlb, SecMmuModule,
@@ -74,6 +75,7 @@ struct State {
 pub(crate) struct Context {
     id: u32,
     stats: Arc<Stats>,
+    shared: Arc<Shared>,
     ctx_dir: debugfs::Dir,
     #[pin]
     state: Mutex<State>,
@@ -109,13 +111,15 @@ impl Context {
         if st.binding.is_some() {
             return Err(EBUSY);
         }
-        let binding = Binding::new(capacity, self.stats.clone())?;
+        let binding = Binding::new(capacity, self.stats.clone(), self.shared.clone(), self.id)?;
         let name = CString::try_from_fmt(fmt!("{}", self.id))?;
         let dir = self.ctx_dir.subdir(&name);
         let file = KBox::pin_init(
             dir.read_callback_file(c"stats", self.stats.clone(), &show_stats),
             GFP_KERNEL,
         )?;
+        // Last, so that nothing can fail after the helper can see it.
+        self.shared.register(binding.clone())?;
         st.debugfs = Some(CtxDebugfs {
             _stats: file,
             _dir: dir,
@@ -133,6 +137,7 @@ impl Context {
         st.debugfs = None;
         match st.binding.take() {
             Some(binding) => {
+                self.shared.unregister(&binding);
                 // The last reference unregisters the notifier; engine work
                 // holds its own until it is done.
                 drop(binding);
@@ -239,6 +244,7 @@ impl MiscDevice for Context {
             try_pin_init!(Context {
                 id: NEXT_ID.fetch_add(1, Relaxed),
                 stats: Arc::new(Stats::new(), GFP_KERNEL)?,
+                shared: module.shared().clone(),
                 ctx_dir: module.ctx_dir().clone(),
                 state <- new_mutex!(State {
                     binding: None,

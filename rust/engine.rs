@@ -21,8 +21,10 @@
 //!    or moves a page that was mapped; that is the contract under test.
 
 use crate::{
+    events::Kind,
     mm_bindings as b,
     mmu_notifier::{Registration, SecondaryTlb},
+    shared::{now_ns, Shared},
     stats::{Stat, Stats},
     tlb::{self, Tlb, Translation, PAGE_SIZE},
 };
@@ -54,21 +56,35 @@ pub(crate) struct DeviceMmu {
     seq: Atomic<u64>,
     released: Atomic<bool>,
     stats: Arc<Stats>,
+    shared: Arc<Shared>,
+    /// Context id, for the event log.
+    ctx: u32,
+    /// The bound mm (as an address, for comparisons only).
+    mm: usize,
 }
 
 impl DeviceMmu {
-    fn new(capacity: usize, stats: Arc<Stats>) -> impl PinInit<Self, Error> {
+    fn new(
+        capacity: usize,
+        stats: Arc<Stats>,
+        shared: Arc<Shared>,
+        ctx: u32,
+        mm: usize,
+    ) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             tlb <- new_spinlock!(Tlb::new(capacity), "secmmu_tlb"),
             seq: Atomic::new(0),
             released: Atomic::new(false),
             stats,
+            shared,
+            ctx,
+            mm,
         })
     }
 
     /// Drops translations overlapping `[start, end)` (all of them if `end`
-    /// is past the user address space).
-    fn invalidate(&self, start: usize, end: usize) {
+    /// is past the user address space); returns how many.
+    fn invalidate(&self, start: usize, end: usize) -> usize {
         let mut tlb = self.tlb.lock();
         self.seq.fetch_add(1, Relaxed);
         let n = if end.wrapping_sub(start) >= (1usize << 47) {
@@ -80,11 +96,27 @@ impl DeviceMmu {
         drop(tlb);
         self.stats.inc(Stat::INVALIDATIONS);
         self.stats.add(Stat::INVALIDATED_ENTRIES, n as u64);
+        n
     }
 }
 
 impl SecondaryTlb for DeviceMmu {
     fn invalidate_secondary_tlbs(&self, start: usize, end: usize) {
+        self.shared
+            .events
+            .record(self.ctx, Kind::Invalidate, start as u64, end as u64, -1);
+        if let Some(deadline) = self.shared.late_deadline(self.mm, start, end) {
+            // Injection: acknowledge, but keep using the translations
+            // until `deadline`, like a secondary TLB invalidated too late.
+            // Only inside the range the helper migrates, which holds the
+            // source page until it has drained this TLB.
+            let mut tlb = self.tlb.lock();
+            self.seq.fetch_add(1, Relaxed);
+            tlb.mark_stale(start, end, deadline);
+            drop(tlb);
+            self.stats.inc(Stat::INVALIDATIONS);
+            return;
+        }
         self.invalidate(start, end);
     }
 
@@ -116,17 +148,49 @@ pub(crate) enum Dir {
 
 impl Binding {
     /// Binds a new device context to the caller's mm.
-    pub(crate) fn new(capacity: usize, stats: Arc<Stats>) -> Result<Arc<Self>> {
+    pub(crate) fn new(
+        capacity: usize,
+        stats: Arc<Stats>,
+        shared: Arc<Shared>,
+        ctx: u32,
+    ) -> Result<Arc<Self>> {
         let current = kernel::current!();
         let mm = current.mm().ok_or(EINVAL)?;
         let grabbed: ARef<Mm> = ARef::from(&**mm);
+        let raw = mm.as_raw() as usize;
         Arc::pin_init(
             try_pin_init!(Self {
-                reg <- Registration::register(mm, DeviceMmu::new(capacity, stats)),
+                reg <- Registration::register(
+                    mm,
+                    DeviceMmu::new(capacity, stats, shared, ctx, raw),
+                ),
                 mm: grabbed,
             }),
             GFP_KERNEL,
         )
+    }
+
+    /// The bound mm, as an address (for comparisons).
+    pub(crate) fn mm_raw(&self) -> usize {
+        self.mm.as_raw() as usize
+    }
+
+    /// Context id.
+    pub(crate) fn ctx(&self) -> u32 {
+        self.dev().ctx
+    }
+
+    /// Drops every translation overlapping `[start, end)` now, stale or not,
+    /// and waits for device accesses through them (they run under the TLB
+    /// lock this takes). Returns how many entries were dropped.
+    pub(crate) fn force_invalidate(&self, start: usize, end: usize) -> usize {
+        self.dev().invalidate(start, end)
+    }
+
+    /// The latest injected deadline of stale entries overlapping the range
+    /// (0: none).
+    pub(crate) fn stale_deadline(&self, start: usize, end: usize) -> u64 {
+        self.dev().tlb.lock().stale_deadline(start, end)
     }
 
     fn dev(&self) -> &DeviceMmu {
@@ -185,20 +249,13 @@ impl Binding {
             self.stats().inc(Stat::DEVICE_FAULTS);
             return Err(Error::from_errno(ret));
         }
-        let t = if huge {
-            Translation {
-                va: va & !(tlb::HUGE_SIZE - 1),
-                pfn,
-                size: tlb::HUGE_SIZE,
-                writable: dir == Dir::Write,
-            }
-        } else {
-            Translation {
-                va: va & !(PAGE_SIZE - 1),
-                pfn,
-                size: PAGE_SIZE,
-                writable: dir == Dir::Write,
-            }
+        let size = if huge { tlb::HUGE_SIZE } else { PAGE_SIZE };
+        let t = Translation {
+            va: va & !(size - 1),
+            pfn,
+            size,
+            writable: dir == Dir::Write,
+            stale_until: 0,
         };
         let mut tlb = dev.tlb.lock();
         if dev.seq.load(Relaxed) != seq || dev.released.load(Relaxed) {
@@ -209,6 +266,9 @@ impl Binding {
         let ins = tlb.insert(t, node);
         drop(tlb);
         self.stats().inc(Stat::TLB_FILLS);
+        dev.shared
+            .events
+            .record(dev.ctx, Kind::Fill, t.va as u64, pfn as u64, nid);
         if huge {
             self.stats().inc(Stat::HUGE_FILLS);
         }
@@ -235,10 +295,21 @@ impl Binding {
                 return Err(ESRCH);
             }
             {
-                let tlb = dev.tlb.lock();
-                if let Some(t) = tlb.lookup(va) {
+                let now = now_ns();
+                let mut tlb = dev.tlb.lock();
+                if let Some(t) = tlb.lookup(va, now) {
                     if t.writable || dir == Dir::Read {
                         self.stats().inc(Stat::TLB_HITS);
+                        if t.stale_until != 0 {
+                            self.stats().inc(Stat::STALE_ACCESSES);
+                            dev.shared.events.record(
+                                dev.ctx,
+                                Kind::StaleAccess,
+                                va as u64,
+                                t.pfn_of(va) as u64,
+                                -1,
+                            );
+                        }
                         if let Some(f) = f.take() {
                             return Ok(f(&t));
                         }

@@ -94,6 +94,12 @@ int secmmu_pfn_to_nid(unsigned long pfn)
 	return page_to_nid(pfn_to_page(pfn));
 }
 
+/* The CPU an event is recorded on. */
+unsigned int secmmu_cpu(void)
+{
+	return raw_smp_processor_id();
+}
+
 /* The device engine's own workqueue: module exit drains it. */
 struct workqueue_struct *secmmu_alloc_wq(void)
 {

@@ -15,6 +15,7 @@ int secmmu_walk(struct mm_struct *mm, unsigned long addr, bool write,
 void *secmmu_map_pfn(unsigned long pfn);
 void secmmu_unmap(void *addr);
 int secmmu_pfn_to_nid(unsigned long pfn);
+unsigned int secmmu_cpu(void);
 struct workqueue_struct *secmmu_alloc_wq(void);
 struct mm_struct *secmmu_get_mm_by_pid(int nr);
 int secmmu_thp_lookup(struct mm_struct *mm, unsigned long addr,

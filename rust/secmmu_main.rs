@@ -17,14 +17,19 @@ use kernel::{
     debugfs::{Dir, File},
     miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
     prelude::*,
+    sync::Arc,
 };
 
+mod control;
 mod device;
 mod engine;
+mod events;
 mod job;
+mod migrate;
 mod mm_bindings;
 mod mmu_notifier;
 mod queue;
+mod shared;
 mod stats;
 mod stream;
 mod tlb;
@@ -51,6 +56,8 @@ pub(crate) struct SecMmuModule {
     _version: File<()>,
     #[pin]
     _stats: File<()>,
+    _controls: Pin<KBox<control::Files>>,
+    shared: Arc<shared::Shared>,
     ctx_dir: Dir,
     _debugfs: Dir,
     _queue: queue::EngineQueue,
@@ -86,6 +93,11 @@ impl SecMmuModule {
         unsafe { &*kernel::container_of!(ptr.cast_mut(), Self, misc) }
     }
 
+    /// The state shared by every context.
+    pub(crate) fn shared(&self) -> &Arc<shared::Shared> {
+        &self.shared
+    }
+
     /// `/sys/kernel/debug/secmmu/ctx/`.
     pub(crate) fn ctx_dir(&self) -> &Dir {
         &self.ctx_dir
@@ -96,8 +108,15 @@ impl kernel::InPlaceModule for SecMmuModule {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
         let debugfs = Dir::new(c"secmmu");
         let ctx_dir = debugfs.subdir(c"ctx");
+        let shared = shared::Shared::new();
+        let controls = match &shared {
+            Ok(s) => control::Files::new(&debugfs, s),
+            Err(e) => Err(*e),
+        };
         try_pin_init!(Self {
             _queue: queue::EngineQueue::new()?,
+            shared: shared?,
+            _controls: controls?,
             _version <- debugfs.read_callback_file(c"version", (), &show_version),
             _stats <- debugfs.read_callback_file(c"stats", (), &show_global_stats),
             ctx_dir,

@@ -32,6 +32,11 @@ const NAMES: [&str; NR_STATS] = [
     "stream_writes",
     "lost_writes",
     "huge_fills",
+    "stale_accesses",
+    "thp_migrations",
+    "thp_migration_failures",
+    "late_invalidations_caught",
+    "thp_verify_failures",
 ];
 
 /// A counter's index in `enum secmmu_stat`.
@@ -66,6 +71,11 @@ stat_consts! {
     STREAM_WRITES => secmmu_stat_SECMMU_STAT_STREAM_WRITES,
     LOST_WRITES => secmmu_stat_SECMMU_STAT_LOST_WRITES,
     HUGE_FILLS => secmmu_stat_SECMMU_STAT_HUGE_FILLS,
+    STALE_ACCESSES => secmmu_stat_SECMMU_STAT_STALE_ACCESSES,
+    THP_MIGRATIONS => secmmu_stat_SECMMU_STAT_THP_MIGRATIONS,
+    THP_MIGRATION_FAILURES => secmmu_stat_SECMMU_STAT_THP_MIGRATION_FAILURES,
+    LATE_INVALIDATIONS_CAUGHT => secmmu_stat_SECMMU_STAT_LATE_INVALIDATIONS_CAUGHT,
+    THP_VERIFY_FAILURES => secmmu_stat_SECMMU_STAT_THP_VERIFY_FAILURES,
 }
 
 /// A set of counters.
@@ -91,6 +101,13 @@ impl Stats {
         }
         if let Some(c) = GLOBAL.counters.get(s.0) {
             c.fetch_add(n, Relaxed);
+        }
+    }
+
+    /// Adds one to counter `s` in [`GLOBAL`] only (helper counters).
+    pub(crate) fn inc_global(s: Stat) {
+        if let Some(c) = GLOBAL.counters.get(s.0) {
+            c.fetch_add(1, Relaxed);
         }
     }
 

@@ -39,6 +39,10 @@ pub(crate) struct Translation {
     pub(crate) size: usize,
     /// Filled for a write: device writes may use it.
     pub(crate) writable: bool,
+    /// 0 for a live entry. Otherwise the notifier already asked to drop it
+    /// and only `late_invalidate` injection keeps it, until this time
+    /// (`ktime_get()` ns).
+    pub(crate) stale_until: u64,
 }
 
 impl Translation {
@@ -110,15 +114,72 @@ impl Tlb {
         self.capacity
     }
 
-    /// Looks up the translation covering `va`, huge entries first.
-    pub(crate) fn lookup(&self, va: usize) -> Option<Translation> {
-        let huge = va & !(HUGE_SIZE - 1);
-        if let Some(t) = self.map.get(&key(huge, HUGE_SIZE)) {
-            return Some(*t);
+    /// Looks up the translation covering `va`, huge entries first. A stale
+    /// entry whose injected delay is over (`now` past `stale_until`) is
+    /// dropped on the way.
+    pub(crate) fn lookup(&mut self, va: usize, now: u64) -> Option<Translation> {
+        for k in [
+            key(va & !(HUGE_SIZE - 1), HUGE_SIZE),
+            key(va & !(PAGE_SIZE - 1), PAGE_SIZE),
+        ] {
+            let Some(t) = self.map.get(&k).copied() else {
+                continue;
+            };
+            if t.stale_until != 0 && now >= t.stale_until {
+                if self.map.remove(&k).is_some() {
+                    // INVARIANT: one entry left the map.
+                    self.len -= 1;
+                }
+                continue;
+            }
+            return Some(t);
         }
-        self.map
-            .get(&key(va & !(PAGE_SIZE - 1), PAGE_SIZE))
-            .copied()
+        None
+    }
+
+    /// Marks the live entries overlapping `[start, end)` stale until
+    /// `deadline` instead of dropping them (`late_invalidate` injection);
+    /// returns how many.
+    pub(crate) fn mark_stale(&mut self, start: usize, end: usize, deadline: u64) -> usize {
+        let mut next = start & !(HUGE_SIZE - 1);
+        let mut marked = 0;
+        while next < end {
+            let Some(mut cursor) = self.map.cursor_lower_bound_mut(&next) else {
+                break;
+            };
+            let (k, t) = cursor.current_mut();
+            let k = *k;
+            if t.va >= end {
+                break;
+            }
+            if t.overlaps(start, end) && t.stale_until == 0 {
+                t.stale_until = deadline;
+                marked += 1;
+            }
+            next = k + 1;
+        }
+        marked
+    }
+
+    /// The latest `stale_until` of the entries overlapping `[start, end)`,
+    /// 0 if none is stale.
+    pub(crate) fn stale_deadline(&self, start: usize, end: usize) -> u64 {
+        let mut latest = 0;
+        let mut next = start & !(HUGE_SIZE - 1);
+        while next < end {
+            let Some(cursor) = self.map.cursor_lower_bound(&next) else {
+                break;
+            };
+            let (&k, t) = cursor.current();
+            if t.va >= end {
+                break;
+            }
+            if t.overlaps(start, end) {
+                latest = latest.max(t.stale_until);
+            }
+            next = k + 1;
+        }
+        latest
     }
 
     /// Caches `t`, replacing an entry for the same address and size, and

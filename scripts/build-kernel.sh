@@ -21,7 +21,24 @@ if [ -f "$kb/.complete" ]; then
 	echo "$kb"
 	exit 0
 fi
+# One kernel build at a time on this machine: a second caller waits, then
+# finds the build done.
+exec 9>"$SECMMU_CACHE/.kernel.lock"
+flock 9
+if [ -f "$kb/.complete" ]; then
+	echo "$kb"
+	exit 0
+fi
 
+# Seed a new build from the newest finished one of the same source and
+# flavour: Kbuild then rebuilds only what the changed inputs touch.
+seed=$(ls -dt "$SECMMU_CACHE/kbuild-$flavour-$ver-"*/.complete 2>/dev/null | head -n 1)
+if [ -n "$seed" ] && [ ! -d "$kb" ]; then
+	seed=$(dirname "$seed")
+	step "seed the kernel build from $(basename "$seed")" \
+		cp -a --reflink=auto "$seed" "$kb.tmp" >&2 && mv "$kb.tmp" "$kb"
+	rm -f "$kb/.complete"
+fi
 mkdir -p "$kb"
 cat "${frags[@]}" >"$kb/secmmu.fragment"
 mk="make -C '$src' O='$kb' ARCH=x86_64 LLVM=1"

@@ -5,6 +5,9 @@
 . "$(dirname "$0")/lib.sh"
 
 root=$(rootfs_dir)
+mkdir -p "$SECMMU_CACHE"
+exec 9>"$SECMMU_CACHE/.rootfs.lock"
+flock 9
 if [ -f "$root/.complete" ]; then
 	log "rootfs: cached at $root"
 	exit 0

@@ -19,7 +19,7 @@
 #include <linux/types.h>
 
 /* Version of this ABI; /sys/kernel/debug/secmmu/version reports it too. */
-#define SECMMU_ABI_VERSION 1
+#define SECMMU_ABI_VERSION 2
 
 #define SECMMU_IOC_MAGIC 0xB7
 
@@ -95,6 +95,12 @@ enum secmmu_stat {
 	SECMMU_STAT_STREAM_WRITES,
 	SECMMU_STAT_LOST_WRITES,
 	SECMMU_STAT_HUGE_FILLS,
+	SECMMU_STAT_STALE_ACCESSES,
+	/* The THP migration helper (global; per context: late_invalidations_caught). */
+	SECMMU_STAT_THP_MIGRATIONS,
+	SECMMU_STAT_THP_MIGRATION_FAILURES,
+	SECMMU_STAT_LATE_INVALIDATIONS_CAUGHT,
+	SECMMU_STAT_THP_VERIFY_FAILURES,
 	SECMMU_NR_STATS,
 };
 

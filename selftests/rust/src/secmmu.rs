@@ -10,7 +10,7 @@
 use std::mem::size_of;
 
 pub const MAGIC: u64 = 0xB7;
-pub const NR_STATS: usize = 16;
+pub const NR_STATS: usize = 21;
 pub const STAT_INVALIDATIONS: usize = 2;
 pub const STAT_TLB_FILLS: usize = 7;
 pub const STAT_STREAM_WRITES: usize = 13;
@@ -99,6 +99,6 @@ mod tests {
         assert_eq!(READ, 0x4028_b704);
         assert_eq!(STREAM_START, 0x4018_b705);
         assert_eq!(STREAM_VERIFY, 0x8020_b707);
-        assert_eq!(GET_STATS, 0x8090_b709);
+        assert_eq!(GET_STATS, 0x80b8_b709);
     }
 }

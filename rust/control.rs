@@ -1,0 +1,113 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The debugfs control files: `migrate_thp`, `inject` and `events`.
+
+use crate::{migrate, shared::Shared};
+use core::fmt;
+use kernel::{
+    debugfs::{Dir, File},
+    prelude::*,
+    sync::Arc,
+    uaccess::UserSliceReader,
+};
+
+/// The control files; removed when dropped.
+#[pin_data]
+pub(crate) struct Files {
+    #[pin]
+    _migrate: File<Arc<Shared>>,
+    #[pin]
+    _inject: File<Arc<Shared>>,
+    #[pin]
+    _events: File<Arc<Shared>>,
+}
+
+impl Files {
+    /// Creates `migrate_thp`, `inject` and `events` in `dir`.
+    pub(crate) fn new(dir: &Dir, s: &Arc<Shared>) -> Result<Pin<KBox<Self>>> {
+        KBox::pin_init(
+            try_pin_init!(Self {
+                _migrate <- dir.read_write_callback_file(
+                    c"migrate_thp",
+                    s.clone(),
+                    &show_migrate,
+                    &write_migrate,
+                ),
+                _inject <- dir.read_write_callback_file(
+                    c"inject",
+                    s.clone(),
+                    &show_inject,
+                    &write_inject,
+                ),
+                _events <- dir.read_write_callback_file(
+                    c"events",
+                    s.clone(),
+                    &show_events,
+                    &write_events,
+                ),
+            }),
+            GFP_KERNEL,
+        )
+    }
+}
+
+/// Longest line the `inject` and `events` files accept.
+const MAX_LINE: usize = 64;
+
+/// Reads a short text line written to a debugfs file, without its
+/// trailing newline.
+fn read_line<'a>(reader: &mut UserSliceReader, buf: &'a mut [u8; MAX_LINE]) -> Result<&'a str> {
+    let len = reader.len();
+    if len == 0 || len > MAX_LINE {
+        return Err(EINVAL);
+    }
+    let line = buf.get_mut(..len).ok_or(EINVAL)?;
+    reader.read_slice(line)?;
+    let text = core::str::from_utf8(line).map_err(|_| EINVAL)?;
+    Ok(text.strip_suffix('\n').unwrap_or(text))
+}
+
+/// Reading `migrate_thp`: the last result.
+pub(crate) fn show_migrate(s: &Arc<Shared>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    s.helper.lock().show(f)
+}
+
+/// Writing `migrate_thp`: `PID ADDR NODE [unhardened]`, run synchronously.
+pub(crate) fn write_migrate(s: &Arc<Shared>, reader: &mut UserSliceReader) -> Result {
+    let req = migrate::read_request(reader).inspect_err(|_| {
+        pr_info!("migrate_thp: expected 'PID ADDR NODE [unhardened]'\n");
+    })?;
+    let mut last = s.helper.lock();
+    migrate::migrate_thp(s, req, &mut last)
+}
+
+/// Reading `inject`: the settings.
+pub(crate) fn show_inject(s: &Arc<Shared>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    writeln!(f, "late_invalidate={}", s.late_invalidate_us())
+}
+
+/// Writing `inject`: `late_invalidate=<microseconds>` (0: off).
+pub(crate) fn write_inject(s: &Arc<Shared>, reader: &mut UserSliceReader) -> Result {
+    let mut buf = [0u8; MAX_LINE];
+    let line = read_line(reader, &mut buf)?;
+    let value = line.strip_prefix("late_invalidate=").ok_or(EINVAL)?;
+    let us = value.parse::<u64>().map_err(|_| EINVAL)?;
+    s.set_late_invalidate_us(us)
+}
+
+/// Reading `events`: the log.
+pub(crate) fn show_events(s: &Arc<Shared>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    s.events.show(f)
+}
+
+/// Writing `events`: `clear`.
+pub(crate) fn write_events(s: &Arc<Shared>, reader: &mut UserSliceReader) -> Result {
+    let mut buf = [0u8; MAX_LINE];
+    match read_line(reader, &mut buf)? {
+        "clear" => {
+            s.events.clear();
+            Ok(())
+        }
+        _ => Err(EINVAL),
+    }
+}
