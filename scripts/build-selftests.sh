@@ -17,6 +17,9 @@ for f in "$SECMMU_TOP"/selftests/c/*.c; do
 done
 step "build C selftests" run_cmd "${c_cmds}true"
 
+step "build the secmmu tool" run_cmd "cd '$SECMMU_TOP/tools/secmmu' && cargo build -q --release --offline --locked &&
+	mkdir -p '$SECMMU_TOP/build/bin' && cp target/release/secmmu '$SECMMU_TOP/build/bin/'"
+
 bins="$SECMMU_TOP/selftests/rust/target/release"
 step "build Rust selftests" run_cmd "cd '$SECMMU_TOP/selftests/rust' && cargo build -q --release --offline --locked &&
 	for b in \$(sed -n 's/^name = \"\\(.*_test\\)\"/\\1/p' Cargo.toml); do cp '$bins'/\$b '$out/rust/'; done"

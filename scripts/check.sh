@@ -47,11 +47,11 @@ rc=$?; record "rustfmtcheck (module)" $rc; ((rc == 0)) || tail -n 30 "$results/r
 rc=$?; record "CLIPPY=1 W=1 build (module), no warnings" $rc; ((rc == 0)) || grep -A8 -E '^(warning|error)' "$results/clippy.log" | head -n 40
 # The clippy build replaced the module; rebuild it plainly for the VM.
 "$SECMMU_TOP/scripts/build-module.sh" modules >>"$results/module.log" 2>&1 || record "rebuild secmmu.ko" 1
-run_cmd "cd '$SECMMU_TOP/selftests/rust' && cargo fmt --check" >"$results/cargo-fmt.log" 2>&1
-rc=$?; record "cargo fmt --check (selftests)" $rc; ((rc == 0)) || head -n 30 "$results/cargo-fmt.log"
+run_cmd "cd '$SECMMU_TOP/selftests/rust' && cargo fmt --check && cd '$SECMMU_TOP/tools/secmmu' && cargo fmt --check" >"$results/cargo-fmt.log" 2>&1
+rc=$?; record "cargo fmt --check (selftests, tools)" $rc; ((rc == 0)) || head -n 30 "$results/cargo-fmt.log"
 
 echo "== host-side cargo test"
-for crate in "$SECMMU_TOP"/selftests/rust; do
+for crate in "$SECMMU_TOP"/selftests/rust "$SECMMU_TOP"/tools/secmmu; do
 	run_cmd "cd '$crate' && cargo test -q --offline --locked 2>&1" >"$results/cargo-test.log" 2>&1
 	rc=$?
 	# "test result: ok. N passed; M failed; ..." per test binary

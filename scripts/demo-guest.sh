@@ -1,19 +1,22 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
-# The demo's guest side: print the topology and secmmu's debugfs files.
+# The demo's guest side: the topology, the seed scenario with its report and
+# two timelines, and where the module's counters ended up.
 set -u
-echo "=== secmmu demo on $(uname -r)"
+top=${SECMMU_TOP:-$(cd "$(dirname "$0")/.." && pwd)}
+echo "=== secmmu demo on Linux $(uname -r)"
 echo
 echo "--- NUMA topology"
-numactl --hardware 2>/dev/null || cat /sys/devices/system/node/online
+numactl --hardware 2>/dev/null | grep -E '^(available|node [0-9]+ (cpus|size))'
+printf '%s %s\n' "transparent_hugepage:" "$(cat /sys/kernel/mm/transparent_hugepage/enabled)"
+printf '%s %s\n' "kernel.numa_balancing:" "$(cat /proc/sys/kernel/numa_balancing)"
 echo
-echo "--- memory policy knobs"
-printf '%-40s %s\n' "transparent_hugepage/enabled" "$(cat /sys/kernel/mm/transparent_hugepage/enabled)"
-printf '%-40s %s\n' "kernel.numa_balancing" "$(cat /proc/sys/kernel/numa_balancing)"
+echo "--- the seed scenario: a device sharing the page tables streams writes into"
+echo "    THPs while they migrate between the nodes; lost writes are counted"
 echo
-echo "--- /sys/kernel/debug/secmmu/"
-for f in /sys/kernel/debug/secmmu/*; do
-	[ -f "$f" ] || continue
-	echo "[$(basename "$f")]"
-	sed 's/^/  /' "$f"
-done
+"$top/build/bin/secmmu" scenario --timelines
+rc=$?
+echo
+echo "--- /sys/kernel/debug/secmmu/stats (all contexts)"
+"$top/build/bin/secmmu" stats | paste -sd' ' | fold -s -w 100
+exit "$rc"

@@ -10,4 +10,7 @@ for t in "$bin"/c/* "$bin"/rust/*; do
 	echo "# selftest: $(basename "$t")"
 	"$t" || rc=1
 done
+# The seed scenario, bounded: every migration driver against a stream.
+echo "# selftest: secmmu scenario"
+"$top/build/bin/secmmu" scenario --ktap || rc=1
 exit "$rc"

@@ -151,5 +151,4 @@ mod tests {
     }
 }
 
-pub mod secmmu;
-pub mod sys;
+pub use secmmu::{abi, sys};

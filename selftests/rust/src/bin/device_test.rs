@@ -4,7 +4,7 @@
 //! ABI, and a device stream over 4 KiB pages racing move_pages(2)
 //! ping-pong of every page between the two nodes. Prints KTAP.
 
-use secmmu_selftests::secmmu::{self, Access, Bind, Stats, Stream, Verify};
+use secmmu_selftests::abi::{self as secmmu, Access, Bind, Stats, Stream, Verify};
 use secmmu_selftests::sys::{self, ioctl_ptr, Mapping};
 use secmmu_selftests::{check, run_ktap, Case, Outcome};
 use std::fs::OpenOptions;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The `include/uapi/secmmu.h` ABI for the Rust selftests: the structures
+//! The `include/uapi/secmmu.h` ABI for userspace Rust: the structures
 //! mirrored with `#[repr(C)]` (sizes asserted at compile time against the
 //! values the C selftests assert for the header) and the ioctl numbers
 //! built the way `<linux/ioctl.h>` builds them.
@@ -13,7 +13,11 @@ pub const MAGIC: u64 = 0xB7;
 pub const NR_STATS: usize = 21;
 pub const STAT_INVALIDATIONS: usize = 2;
 pub const STAT_TLB_FILLS: usize = 7;
+pub const STAT_DEVICE_WRITES: usize = 10;
 pub const STAT_STREAM_WRITES: usize = 13;
+pub const STAT_LOST_WRITES: usize = 14;
+pub const STAT_STALE_ACCESSES: usize = 16;
+pub const STAT_LATE_INVALIDATIONS_CAUGHT: usize = 19;
 
 #[repr(C)]
 #[derive(Default)]

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The few system calls the selftests need, declared directly against libc
-//! (the crate has no dependencies so it builds offline).
+//! The few system calls secmmu's userspace needs, declared directly against
+//! libc (the crate has no dependencies so it builds offline).
 
 #![allow(missing_docs)]
 
@@ -95,4 +95,35 @@ pub fn move_pages(pages: &[*mut u8], nodes: Option<&[i32]>, status: &mut [i32]) 
         return Err(io::Error::last_os_error());
     }
     Ok(r)
+}
+
+extern "C" {
+    fn sched_setaffinity(pid: i32, size: usize, mask: *const u64) -> i32;
+}
+
+/// Runs the calling thread on `cpu` only.
+pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    if cpu >= 64 {
+        return Err(io::Error::from_raw_os_error(22));
+    }
+    let mask: u64 = 1 << cpu;
+    // SAFETY: `mask` is a valid 8-byte cpu set.
+    if unsafe { sched_setaffinity(0, std::mem::size_of::<u64>(), &mask) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs the calling thread on CPUs 0..64 again.
+pub fn unpin() {
+    let mask: u64 = !0;
+    // SAFETY: `mask` is a valid 8-byte cpu set.
+    unsafe { sched_setaffinity(0, std::mem::size_of::<u64>(), &mask) };
+}
+
+/// Node of the page at `p`, or the negative errno move_pages(2) reports.
+pub fn node_of(p: *mut u8) -> io::Result<i32> {
+    let mut status = [-1i32];
+    move_pages(&[p], None, &mut status)?;
+    Ok(status[0])
 }

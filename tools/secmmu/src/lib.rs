@@ -1,0 +1,12 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Userspace side of the secmmu test device: the ABI of
+//! `include/uapi/secmmu.h`, readers for `/sys/kernel/debug/secmmu/`, the
+//! event-log parser and timeline renderer, and the seed scenario.
+
+pub mod abi;
+pub mod debugfs;
+pub mod events;
+pub mod scenario;
+pub mod sys;
+pub mod timeline;

@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `secmmu`: read and drive the secmmu test device from userspace.
+//!
+//! ```text
+//! secmmu stats [CTX]                    global or per-context counters
+//! secmmu events                         the ordering event log
+//! secmmu timeline [FILE] [--nth N]      one helper migration as a timeline
+//! secmmu migrate PID ADDR NODE [unhardened]
+//! secmmu scenario [--ktap] [--timelines] [--thps N] [--rounds N]
+//! ```
+
+use secmmu::{debugfs, events, scenario, timeline};
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: secmmu stats [CTX] | events | timeline [FILE] [--nth N] | \
+migrate PID ADDR NODE [unhardened] | scenario [--ktap] [--timelines] [--thps N] [--rounds N]";
+
+fn num(args: &[String], flag: &str, default: usize) -> Result<usize, String> {
+    match args.iter().position(|a| a == flag) {
+        None => Ok(default),
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("{flag} needs a number")),
+    }
+}
+
+fn timeline_cmd(args: &[String]) -> Result<(), String> {
+    let nth = num(args, "--nth", 0)?;
+    let file = args
+        .iter()
+        .find(|a| !a.starts_with("--") && a.parse::<usize>().is_err());
+    let text = match file {
+        Some(f) => std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?,
+        None => debugfs::read("events")?,
+    };
+    let ev = events::parse(&text).map_err(|e| e.to_string())?;
+    let migs = events::migrations(&ev);
+    let m = migs.get(nth).ok_or_else(|| {
+        format!(
+            "the log holds {} helper migration(s); no number {nth}",
+            migs.len()
+        )
+    })?;
+    print!("{}", timeline::render(&ev, m));
+    Ok(())
+}
+
+/// Renders the migration of a run's log with the most device writes after
+/// the copy began (the first if none has any), with a title.
+fn run_timeline(title: &str, row: &scenario::Row) -> String {
+    let Ok(ev) = events::parse(&row.events) else {
+        return format!("{title}: unreadable event log\n");
+    };
+    let migs = events::migrations(&ev);
+    let pick = migs
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, m)| (events::stale_after_copy(&ev, m), std::cmp::Reverse(*i)))
+        .map(|(_, m)| m);
+    match pick {
+        Some(m) => format!("\n=== {title}\n\n{}", timeline::render(&ev, m)),
+        None => format!("{title}: no migration in the event log\n"),
+    }
+}
+
+fn scenario_cmd(args: &[String]) -> Result<bool, String> {
+    let o = scenario::Options {
+        thps: num(args, "--thps", 2)?,
+        rounds: num(args, "--rounds", 5)?,
+        ..Default::default()
+    };
+    let ktap = args.iter().any(|a| a == "--ktap");
+    let rows = scenario::run(&o);
+    let ok = rows.iter().all(|r| r.failure.is_none());
+    if ktap {
+        println!("TAP version 13\n1..{}", rows.len());
+        for (i, r) in rows.iter().enumerate() {
+            let name = format!("scenario_{}_{}", r.driver, r.mode.replace('+', "_"));
+            println!(
+                "# {name}: {} migrations, {} device writes, {} invalidations, {} late caught, {} lost, THPs on nodes {:?}",
+                r.migrations, r.device_writes, r.invalidations, r.late_caught, r.lost, r.nodes
+            );
+            match (&r.skipped, &r.failure) {
+                (Some(why), _) => println!("ok {} {name} # SKIP {why}", i + 1),
+                (None, None) => println!("ok {} {name}", i + 1),
+                (None, Some(why)) => {
+                    println!("# {name}: {why}");
+                    println!("not ok {} {name}", i + 1);
+                }
+            }
+        }
+        return Ok(ok);
+    }
+    println!("{}", scenario::table(&rows));
+    for r in &rows {
+        let why = r
+            .failure
+            .as_deref()
+            .or(r.skipped.as_deref())
+            .unwrap_or(scenario::expectation(r));
+        println!(
+            "  {:<15} {:<18} THPs now on nodes {:?}; {why}",
+            r.driver, r.mode, r.nodes
+        );
+    }
+    if args.iter().any(|a| a == "--timelines") {
+        if let Some(r) = rows.iter().find(|r| r.mode == "hardened+inject") {
+            print!(
+                "{}",
+                run_timeline(
+                    "one hardened migration (late_invalidate injected, caught)",
+                    r
+                )
+            );
+        }
+        if let Some(r) = rows.iter().find(|r| r.mode == "unhardened+inject") {
+            print!(
+                "{}",
+                run_timeline(
+                    "one unhardened migration (late_invalidate injected): the seed's bug",
+                    r
+                )
+            );
+        }
+    }
+    Ok(ok)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or(&[]);
+    let r = match args.first().map(String::as_str) {
+        Some("stats") => match rest.first() {
+            Some(ctx) => debugfs::read(&format!("ctx/{ctx}/stats")).map(|s| print!("{s}")),
+            None => debugfs::read("stats").map(|s| print!("{s}")),
+        },
+        Some("events") => debugfs::read("events").and_then(|t| {
+            events::parse(&t).map_err(|e| e.to_string())?;
+            print!("{t}");
+            Ok(())
+        }),
+        Some("timeline") => timeline_cmd(rest),
+        Some("migrate") => {
+            if rest.len() < 3 || rest.len() > 4 {
+                Err(USAGE.to_string())
+            } else {
+                debugfs::write("migrate_thp", &rest.join(" "))
+                    .map_err(|e| format!("migrate_thp: {e}"))
+                    .and_then(|()| debugfs::read("migrate_thp").map(|s| print!("{s}")))
+            }
+        }
+        Some("scenario") => match scenario_cmd(rest) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+        _ => Err(USAGE.to_string()),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("secmmu: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,571 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The seed scenario: a device that shares the page tables keeps writing to
+//! THP-backed memory while the kernel migrates it between NUMA nodes, by
+//! three drivers: the kernel's own NUMA balancing, `move_pages(2)`, and the
+//! secmmu helper (hardened and unhardened, with and without
+//! `late_invalidate` injection). Each run counts lost writes and checks the
+//! ordering the event log records.
+
+use crate::abi::{self, Bind, Stats, Stream, Verify};
+use crate::debugfs;
+use crate::events::{self, Event, Kind};
+use crate::sys::{self, ioctl_ptr, Mapping};
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+const PAGE: usize = 4096;
+const HPAGE: usize = 2 << 20;
+
+/// Scenario settings.
+#[derive(Clone, Copy)]
+pub struct Options {
+    /// THPs per run.
+    pub thps: usize,
+    /// Helper migrations per THP in each helper mode.
+    pub rounds: usize,
+    /// Longest wait for NUMA balancing to move the THPs.
+    pub numa_timeout: Duration,
+    /// `late_invalidate` delay for the injection runs, in microseconds.
+    pub late_us: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            thps: 2,
+            rounds: 5,
+            numa_timeout: Duration::from_secs(15),
+            late_us: 20_000,
+        }
+    }
+}
+
+/// One run of the report.
+#[derive(Default, Clone)]
+pub struct Row {
+    pub driver: &'static str,
+    pub mode: &'static str,
+    pub migrations: u64,
+    pub device_writes: u64,
+    pub invalidations: u64,
+    pub late_caught: u64,
+    pub lost: u64,
+    pub stale: u64,
+    /// Node of each THP at the end.
+    pub nodes: Vec<i32>,
+    /// `None` if every expectation held, else why not.
+    pub failure: Option<String>,
+    /// Set when the run could not happen here.
+    pub skipped: Option<String>,
+    /// Raw event log of the run (for timelines).
+    pub events: String,
+}
+
+impl Row {
+    pub fn verdict(&self) -> &'static str {
+        match (&self.skipped, &self.failure) {
+            (Some(_), _) => "SKIP",
+            (None, None) => "ok",
+            (None, Some(_)) => "FAIL",
+        }
+    }
+}
+
+/// THP-backed memory: `n` 2 MiB-aligned huge pages.
+struct Region {
+    _map: Mapping,
+    base: *mut u8,
+    n: usize,
+}
+
+impl Region {
+    fn new(n: usize) -> Result<Self, String> {
+        let map = Mapping::new((n + 1) * HPAGE, 0).map_err(|e| format!("mmap: {e}"))?;
+        let base = ((map.ptr as usize + HPAGE - 1) & !(HPAGE - 1)) as *mut u8;
+        // SAFETY: the aligned range lies inside the mapping.
+        if unsafe { sys::madvise(base.cast(), n * HPAGE, sys::MADV_HUGEPAGE) } != 0 {
+            return Err("madvise(MADV_HUGEPAGE) failed".into());
+        }
+        let r = Self { _map: map, base, n };
+        r.touch(true);
+        Ok(r)
+    }
+
+    fn thp(&self, i: usize) -> *mut u8 {
+        self.base.wrapping_add(i * HPAGE)
+    }
+
+    /// Touches every 4 KiB page, away from the stream's slots (offset 0).
+    fn touch(&self, write: bool) {
+        for off in (0..self.n * HPAGE).step_by(PAGE) {
+            let p = self.base.wrapping_add(off + PAGE / 2);
+            // SAFETY: inside the mapping, which is readable and writable.
+            unsafe {
+                if write {
+                    p.write_volatile(1);
+                } else {
+                    p.read_volatile();
+                }
+            }
+        }
+    }
+
+    fn nodes(&self) -> Result<Vec<i32>, String> {
+        (0..self.n)
+            .map(|i| sys::node_of(self.thp(i)).map_err(|e| format!("move_pages query: {e}")))
+            .collect()
+    }
+
+    fn is_thp(&self) -> bool {
+        let kib = fs::read_to_string("/proc/self/smaps")
+            .map(|s| crate_smaps_huge_kib(&s))
+            .unwrap_or(0);
+        kib >= (self.n * HPAGE / 1024) as u64
+    }
+}
+
+fn crate_smaps_huge_kib(smaps: &str) -> u64 {
+    smaps
+        .lines()
+        .filter_map(|l| l.strip_prefix("AnonHugePages:"))
+        .filter_map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// A bound device context streaming over a region.
+struct Device {
+    file: File,
+}
+
+impl Device {
+    fn bind() -> Result<Self, String> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/secmmu")
+            .map_err(|e| format!("/dev/secmmu: {e} (is secmmu.ko loaded?)"))?;
+        let mut b = Bind::default();
+        ioctl_ptr(file.as_raw_fd(), abi::BIND, &mut b).map_err(|e| format!("bind: {e}"))?;
+        Ok(Self { file })
+    }
+
+    fn start(&self, r: &Region) -> Result<(), String> {
+        let mut s = Stream {
+            addr: r.base as u64,
+            stride: PAGE as u64,
+            slots: (r.n * HPAGE / PAGE) as u32,
+            flags: 0,
+        };
+        ioctl_ptr(self.file.as_raw_fd(), abi::STREAM_START, &mut s)
+            .map_err(|e| format!("stream start: {e}"))
+    }
+
+    fn stop_and_verify(&self) -> Result<Verify, String> {
+        let fd = self.file.as_raw_fd();
+        let mut v = Verify::default();
+        let stop = ioctl_ptr(fd, abi::STREAM_STOP, std::ptr::null_mut::<u8>());
+        ioctl_ptr(fd, abi::STREAM_VERIFY, &mut v).map_err(|e| format!("verify: {e}"))?;
+        stop.map_err(|e| format!("the stream stopped on a device fault: {e}"))?;
+        Ok(v)
+    }
+
+    fn stats(&self) -> Result<Stats, String> {
+        let mut s = Stats::default();
+        ioctl_ptr(self.file.as_raw_fd(), abi::GET_STATS, &mut s)
+            .map_err(|e| format!("stats: {e}"))?;
+        Ok(s)
+    }
+}
+
+fn vmstat() -> Vec<(String, u64)> {
+    fs::read_to_string("/proc/vmstat")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn vm_delta(before: &[(String, u64)], after: &[(String, u64)], key: &str) -> u64 {
+    let get = |s: &[(String, u64)]| s.iter().find(|(k, _)| k == key).map_or(0, |(_, v)| *v);
+    get(after).saturating_sub(get(before))
+}
+
+/// Checks, per THP, that whenever the device's fills for it move to
+/// another node an invalidation covering the THP came in between, and that
+/// its last fill is on the node the THP ended on (unless an invalidation
+/// followed it).
+fn check_fill_order(ev: &[Event], ctx: u32, r: &Region, final_nodes: &[i32]) -> Result<(), String> {
+    for i in 0..r.n {
+        let start = r.thp(i) as u64;
+        let end = start + HPAGE as u64;
+        let mut last_node: Option<i32> = None;
+        let mut invalidated = false;
+        let mut moves = 0;
+        for e in ev.iter().filter(|e| e.ctx == ctx) {
+            match e.kind {
+                Kind::Invalidate if events::covers(e, start, end) => invalidated = true,
+                Kind::Fill if e.a >= start && e.a < end => {
+                    if let Some(n) = last_node {
+                        if n != e.node {
+                            if !invalidated {
+                                return Err(format!(
+                                    "THP {i}: device filled a page on node {} (seq {}) with no \
+                                     invalidation of the THP since its fill on node {n}",
+                                    e.node, e.seq
+                                ));
+                            }
+                            moves += 1;
+                        }
+                    }
+                    last_node = Some(e.node);
+                    invalidated = false;
+                }
+                _ => {}
+            }
+        }
+        // Unless the THP was invalidated after the device's last fill (and
+        // the device had no reason to fill it again), that fill must be on
+        // the node the THP ended on.
+        if let (Some(n), Some(&f), false) = (last_node, final_nodes.get(i), invalidated) {
+            if n != f {
+                return Err(format!(
+                    "THP {i}: the device's last fill is on node {n}, the THP on node {f}"
+                ));
+            }
+        }
+        let _ = moves;
+    }
+    Ok(())
+}
+
+/// Helper runs: every invalidation covering a migrated THP precedes
+/// `copy_begin` unless the run is unhardened, and no stale access follows
+/// `copy_begin` in hardened runs.
+fn check_helper_order(ev: &[Event], hardened: bool) -> Result<usize, String> {
+    let migs = events::migrations(ev);
+    for m in &migs {
+        let end_idx = m.end.unwrap_or(ev.len());
+        let copy = ev[m.unmap..end_idx]
+            .iter()
+            .position(|e| e.kind == Kind::CopyBegin)
+            .map(|p| m.unmap + p);
+        let Some(copy) = copy else { continue };
+        let start = m.start;
+        let stop = m.start + m.len;
+        let inval = ev[..m.unmap + 1]
+            .iter()
+            .rev()
+            .take_while(|e| !(e.kind == Kind::MigrateDone || e.kind == Kind::MigrateAbort))
+            .any(|e| e.kind == Kind::Invalidate && events::covers(e, start, stop));
+        if !inval {
+            return Err(format!(
+                "migration at seq {}: no invalidation of the THP before it was unmapped",
+                ev[m.unmap].seq
+            ));
+        }
+        if hardened {
+            if let Some(s) = ev[copy..end_idx]
+                .iter()
+                .find(|e| e.kind == Kind::StaleAccess)
+            {
+                return Err(format!(
+                    "hardened migration: stale device access at seq {} after copy_begin",
+                    s.seq
+                ));
+            }
+        }
+    }
+    Ok(migs.len())
+}
+
+fn events_now() -> Result<(String, Vec<Event>), String> {
+    let text = debugfs::read("events")?;
+    let ev = events::parse(&text).map_err(|e| e.to_string())?;
+    Ok((text, ev))
+}
+
+/// The kernel's own NUMA balancing moves the THPs after the touching task
+/// moves from node 0's CPU to node 1's.
+fn run_numa_balancing(o: &Options) -> Row {
+    let mut row = Row {
+        driver: "numa_balancing",
+        mode: "kernel",
+        ..Default::default()
+    };
+    const KNOBS: &str = "/sys/kernel/debug/sched/numa_balancing";
+    let Ok(old) = fs::read_to_string("/proc/sys/kernel/numa_balancing") else {
+        row.skipped = Some("the kernel has no NUMA balancing".into());
+        return row;
+    };
+    let saved: Vec<(String, String)> = ["scan_delay_ms", "scan_period_min_ms", "scan_size_mb"]
+        .iter()
+        .filter_map(|k| {
+            Some((
+                format!("{KNOBS}/{k}"),
+                fs::read_to_string(format!("{KNOBS}/{k}")).ok()?,
+            ))
+        })
+        .collect();
+    let r = (|| -> Result<(), String> {
+        fs::write("/proc/sys/kernel/numa_balancing", "1")
+            .map_err(|e| format!("numa_balancing: {e}"))?;
+        for (k, v) in [
+            ("scan_delay_ms", "0"),
+            ("scan_period_min_ms", "100"),
+            ("scan_size_mb", "256"),
+        ] {
+            fs::write(format!("{KNOBS}/{k}"), v).map_err(|e| format!("{KNOBS}/{k}: {e}"))?;
+        }
+        sys::pin_to_cpu(0).map_err(|e| format!("pin to CPU 0: {e}"))?;
+        let region = Region::new(o.thps)?;
+        let start_nodes = region.nodes()?;
+        if start_nodes.iter().any(|&n| n != 0) {
+            return Err(format!(
+                "first touch on CPU 0 left the THPs on nodes {start_nodes:?}"
+            ));
+        }
+        if !region.is_thp() {
+            return Err("the region is not backed by THPs".into());
+        }
+        let dev = Device::bind()?;
+        debugfs::write_msg("events", "clear")?;
+        dev.start(&region)?;
+        let before = vmstat();
+        sys::pin_to_cpu(1).map_err(|e| format!("pin to CPU 1: {e}"))?;
+        let deadline = Instant::now() + o.numa_timeout;
+        let mut nodes = region.nodes()?;
+        while Instant::now() < deadline && nodes.iter().any(|&n| n != 1) {
+            for _ in 0..4 {
+                region.touch(false);
+            }
+            nodes = region.nodes()?;
+        }
+        let v = dev.stop_and_verify()?;
+        let after = vmstat();
+        let st = dev.stats()?;
+        let (text, ev) = events_now()?;
+        row.events = text;
+        row.migrations = vm_delta(&before, &after, "thp_migration_success");
+        row.device_writes = v.writes;
+        row.lost = v.lost_writes;
+        row.invalidations = st.counters[abi::STAT_INVALIDATIONS];
+        row.nodes = nodes.clone();
+        let hint = vm_delta(&before, &after, "numa_hint_faults");
+        let pages = vm_delta(&before, &after, "numa_pages_migrated");
+        if nodes.iter().any(|&n| n != 1) {
+            return Err(format!(
+                "THPs still on nodes {nodes:?} after {:?} (numa_hint_faults +{hint}, numa_pages_migrated +{pages})",
+                o.numa_timeout
+            ));
+        }
+        if row.migrations == 0 {
+            return Err(format!(
+                "/proc/vmstat shows no THP migration (numa_pages_migrated +{pages})"
+            ));
+        }
+        if v.lost_writes != 0 {
+            return Err(format!("{} lost writes", v.lost_writes));
+        }
+        check_fill_order(&ev, st.ctx_id, &region, &nodes)
+    })();
+    sys::unpin();
+    for (k, v) in saved {
+        let _ = fs::write(k, v.trim());
+    }
+    let _ = fs::write("/proc/sys/kernel/numa_balancing", old.trim());
+    row.failure = r.err();
+    row
+}
+
+/// `move_pages(2)` ping-pong of whole THPs.
+fn run_move_pages(o: &Options) -> Row {
+    let mut row = Row {
+        driver: "move_pages",
+        mode: "syscall",
+        ..Default::default()
+    };
+    let r = (|| -> Result<(), String> {
+        let region = Region::new(o.thps)?;
+        let dev = Device::bind()?;
+        debugfs::write_msg("events", "clear")?;
+        dev.start(&region)?;
+        for _ in 0..o.rounds {
+            for i in 0..region.n {
+                let p = region.thp(i);
+                let to = i32::from(sys::node_of(p).map_err(|e| e.to_string())? == 0);
+                let mut st = [-1];
+                sys::move_pages(&[p], Some(&[to]), &mut st)
+                    .map_err(|e| format!("move_pages: {e}"))?;
+                let now = sys::node_of(p).map_err(|e| e.to_string())?;
+                if now != to {
+                    return Err(format!("THP {i} on node {now} after moving it to {to}"));
+                }
+                row.migrations += 1;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let v = dev.stop_and_verify()?;
+        let st = dev.stats()?;
+        let (text, ev) = events_now()?;
+        row.events = text;
+        row.device_writes = v.writes;
+        row.lost = v.lost_writes;
+        row.invalidations = st.counters[abi::STAT_INVALIDATIONS];
+        row.nodes = region.nodes()?;
+        if v.lost_writes != 0 {
+            return Err(format!("{} lost writes", v.lost_writes));
+        }
+        check_fill_order(&ev, st.ctx_id, &region, &row.nodes)
+    })();
+    row.failure = r.err();
+    row
+}
+
+/// The helper in one mode.
+fn run_helper(o: &Options, unhardened: bool, inject: bool) -> Row {
+    let mode = match (unhardened, inject) {
+        (false, false) => "hardened",
+        (true, false) => "unhardened",
+        (false, true) => "hardened+inject",
+        (true, true) => "unhardened+inject",
+    };
+    let mut row = Row {
+        driver: "helper",
+        mode,
+        ..Default::default()
+    };
+    let r = (|| -> Result<(), String> {
+        let region = Region::new(o.thps)?;
+        let dev = Device::bind()?;
+        debugfs::write_msg(
+            "inject",
+            &format!("late_invalidate={}", if inject { o.late_us } else { 0 }),
+        )?;
+        debugfs::write_msg("events", "clear")?;
+        dev.start(&region)?;
+        std::thread::sleep(Duration::from_millis(5));
+        // Unhardened with injection: one migration per THP, then stop at
+        // once, so the writes lost to the stale translation are not
+        // overwritten by later passes of the stream.
+        let rounds = if unhardened && inject { 1 } else { o.rounds };
+        let pid = std::process::id();
+        for _ in 0..rounds {
+            for i in 0..region.n {
+                let p = region.thp(i);
+                let to = i32::from(sys::node_of(p).map_err(|e| e.to_string())? == 0);
+                let line = format!(
+                    "{pid} {:#x} {to}{}",
+                    p as usize,
+                    if unhardened { " unhardened" } else { "" }
+                );
+                debugfs::write("migrate_thp", &line)
+                    .map_err(|e| format!("migrate_thp '{line}': {e}"))?;
+                row.migrations += 1;
+            }
+        }
+        let v = dev.stop_and_verify()?;
+        let st = dev.stats()?;
+        let (text, ev) = events_now()?;
+        row.events = text;
+        row.device_writes = v.writes;
+        row.lost = v.lost_writes;
+        row.invalidations = st.counters[abi::STAT_INVALIDATIONS];
+        row.late_caught = st.counters[abi::STAT_LATE_INVALIDATIONS_CAUGHT];
+        row.stale = st.counters[abi::STAT_STALE_ACCESSES];
+        row.nodes = region.nodes()?;
+        if !region.is_thp() {
+            return Err("the memory is no longer THP-backed".into());
+        }
+        let migs = check_helper_order(&ev, !unhardened)?;
+        if migs == 0 {
+            return Err("no helper migration in the event log".into());
+        }
+        match (unhardened, inject) {
+            (true, true) => {
+                if v.lost_writes == 0 {
+                    return Err(
+                        "the late invalidation lost no write: the detector did not fire".into(),
+                    );
+                }
+                if row.stale == 0 {
+                    return Err("no stale device access was seen".into());
+                }
+            }
+            (false, true) => {
+                if v.lost_writes != 0 {
+                    return Err(format!("{} lost writes", v.lost_writes));
+                }
+                if row.late_caught == 0 {
+                    return Err("the hardened helper caught no late invalidation".into());
+                }
+            }
+            _ => {
+                if v.lost_writes != 0 {
+                    return Err(format!("{} lost writes", v.lost_writes));
+                }
+            }
+        }
+        if !(unhardened && inject) {
+            check_fill_order(&ev, st.ctx_id, &region, &row.nodes)?;
+        }
+        Ok(())
+    })();
+    let _ = debugfs::write_msg("inject", "late_invalidate=0");
+    row.failure = r.err();
+    row
+}
+
+/// Runs every driver and mode.
+pub fn run(o: &Options) -> Vec<Row> {
+    vec![
+        run_numa_balancing(o),
+        run_move_pages(o),
+        run_helper(o, false, false),
+        run_helper(o, true, false),
+        run_helper(o, false, true),
+        run_helper(o, true, true),
+    ]
+}
+
+/// The report table.
+pub fn table(rows: &[Row]) -> String {
+    let mut s = format!(
+        "{:<15} {:<18} {:>10} {:>13} {:>13} {:>12} {:>10}  {}\n",
+        "driver",
+        "mode",
+        "migrations",
+        "device writes",
+        "invalidations",
+        "late caught",
+        "lost",
+        "verdict"
+    );
+    for r in rows {
+        s += &format!(
+            "{:<15} {:<18} {:>10} {:>13} {:>13} {:>12} {:>10}  {}\n",
+            r.driver,
+            r.mode,
+            r.migrations,
+            r.device_writes,
+            r.invalidations,
+            r.late_caught,
+            r.lost,
+            r.verdict()
+        );
+    }
+    s
+}
+
+/// The expected outcome of a row, in words, for the report.
+pub fn expectation(r: &Row) -> &'static str {
+    match r.mode {
+        "unhardened+inject" => "expect lost writes > 0: the detector fires",
+        "hardened+inject" => "expect 0 lost and late invalidations caught",
+        _ => "expect 0 lost writes",
+    }
+}
