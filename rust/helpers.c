@@ -100,10 +100,15 @@ unsigned int secmmu_cpu(void)
 	return raw_smp_processor_id();
 }
 
-/* The device engine's own workqueue: module exit drains it. */
+/*
+ * The device engine's own workqueue: module exit drains it. WQ_SYSFS lets
+ * a user place the device on a NUMA node through
+ * /sys/devices/virtual/workqueue/secmmu_engine/cpumask: the engine's page
+ * faults, like a real device's, count as NUMA hinting faults from there.
+ */
 struct workqueue_struct *secmmu_alloc_wq(void)
 {
-	return alloc_workqueue("secmmu_engine", WQ_UNBOUND, 0);
+	return alloc_workqueue("secmmu_engine", WQ_UNBOUND | WQ_SYSFS, 0);
 }
 
 /*

@@ -9,7 +9,9 @@ echo
 echo "--- NUMA topology"
 numactl --hardware 2>/dev/null | grep -E '^(available|node [0-9]+ (cpus|size))'
 printf '%s %s\n' "transparent_hugepage:" "$(cat /sys/kernel/mm/transparent_hugepage/enabled)"
-printf '%s %s\n' "kernel.numa_balancing:" "$(cat /proc/sys/kernel/numa_balancing)"
+# Balancing runs only in the scenario's own run, so that it does not move
+# the helper's and move_pages' THPs behind their backs.
+echo 0 >/proc/sys/kernel/numa_balancing
 echo
 echo "--- the seed scenario: a device sharing the page tables streams writes into"
 echo "    THPs while they migrate between the nodes; lost writes are counted"

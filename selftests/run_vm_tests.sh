@@ -5,6 +5,9 @@
 top=${SECMMU_TOP:-$(cd "$(dirname "$0")/.." && pwd)}
 bin="$top/build/selftests"
 rc=0
+# NUMA balancing would move pages behind the tests' backs (the device's own
+# faults are NUMA hinting faults); the scenario turns it on for its run.
+echo 0 >/proc/sys/kernel/numa_balancing
 for t in "$bin"/c/* "$bin"/rust/*; do
 	[ -x "$t" ] || continue
 	echo "# selftest: $(basename "$t")"

@@ -36,7 +36,7 @@ impl Default for Options {
         Self {
             thps: 2,
             rounds: 5,
-            numa_timeout: Duration::from_secs(15),
+            numa_timeout: Duration::from_secs(20),
             late_us: 20_000,
         }
     }
@@ -302,25 +302,39 @@ fn run_numa_balancing(o: &Options) -> Row {
         row.skipped = Some("the kernel has no NUMA balancing".into());
         return row;
     };
-    let saved: Vec<(String, String)> = ["scan_delay_ms", "scan_period_min_ms", "scan_size_mb"]
-        .iter()
-        .filter_map(|k| {
-            Some((
-                format!("{KNOBS}/{k}"),
-                fs::read_to_string(format!("{KNOBS}/{k}")).ok()?,
-            ))
-        })
-        .collect();
+    const ENGINE_CPUS: &str = "/sys/devices/virtual/workqueue/secmmu_engine/cpumask";
+    let mut saved: Vec<(String, String)> = [
+        "scan_delay_ms",
+        "scan_period_min_ms",
+        "scan_period_max_ms",
+        "scan_size_mb",
+    ]
+    .iter()
+    .filter_map(|k| {
+        Some((
+            format!("{KNOBS}/{k}"),
+            fs::read_to_string(format!("{KNOBS}/{k}")).ok()?,
+        ))
+    })
+    .collect();
+    if let Ok(v) = fs::read_to_string(ENGINE_CPUS) {
+        saved.push((ENGINE_CPUS.into(), v));
+    }
     let r = (|| -> Result<(), String> {
         fs::write("/proc/sys/kernel/numa_balancing", "1")
             .map_err(|e| format!("numa_balancing: {e}"))?;
         for (k, v) in [
             ("scan_delay_ms", "0"),
             ("scan_period_min_ms", "100"),
+            ("scan_period_max_ms", "400"),
             ("scan_size_mb", "256"),
         ] {
             fs::write(format!("{KNOBS}/{k}"), v).map_err(|e| format!("{KNOBS}/{k}: {e}"))?;
         }
+        // The device sits on node 1, where the task moves: its page faults
+        // are NUMA hinting faults too, and from node 0 they would pull the
+        // THPs back.
+        fs::write(ENGINE_CPUS, "2").map_err(|e| format!("{ENGINE_CPUS}: {e}"))?;
         sys::pin_to_cpu(0).map_err(|e| format!("pin to CPU 0: {e}"))?;
         let region = Region::new(o.thps)?;
         let start_nodes = region.nodes()?;
