@@ -77,6 +77,11 @@ TEST(unload_and_reload)
 	ASSERT_EQ(0, system("rmmod secmmu"));
 	ASSERT_NE(0, stat(DEBUGFS_DIR, &st)) TH_LOG("debugfs dir outlived rmmod");
 	ASSERT_NE(0, access("/sys/module/secmmu", F_OK));
+	/* The userspace tool says what is wrong when the module is absent. */
+	snprintf(cmd, sizeof(cmd),
+		 "%s/build/bin/secmmu stats 2>&1 | grep -q 'is secmmu.ko loaded'",
+		 getenv("SECMMU_TOP") ? getenv("SECMMU_TOP") : ".");
+	ASSERT_EQ(0, system(cmd)) TH_LOG("secmmu stats gave no clear error without the module");
 
 	snprintf(cmd, sizeof(cmd), "insmod %s", module_path());
 	ASSERT_EQ(0, system(cmd));
