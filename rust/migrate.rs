@@ -284,7 +284,11 @@ fn run(shared: &Shared, req: Request) -> core::result::Result<Done, Failure> {
     let want = (b::MIGRATE_PFN_MIGRATE | b::MIGRATE_PFN_COMPOUND) as usize;
     if args.cpages == 0 || s0 & want != want {
         // Nothing (or not the whole THP) could be isolated: hand nothing
-        // over, restore the mapping.
+        // over, restore the mapping. Translations the injection kept stale
+        // go too, whatever page they point at.
+        for bnd in bound.iter() {
+            bnd.force_invalidate(start, end);
+        }
         // SAFETY: `args` came back from a successful setup; all `dst` are 0.
         unsafe {
             b::migrate_vma_pages(&raw mut args);

@@ -30,6 +30,7 @@ _Static_assert(SECMMU_IOCTL_STREAM_VERIFY == 0x8020b707, "STREAM_VERIFY");
 _Static_assert(SECMMU_IOCTL_GET_STATS == 0x80b8b709, "GET_STATS");
 
 FIXTURE(dev) {
+	int balancing;
 	int fd;
 	char *mem;	/* 4 KiB pages */
 	char *thp;	/* one THP */
@@ -37,6 +38,7 @@ FIXTURE(dev) {
 
 FIXTURE_SETUP(dev)
 {
+	self->balancing = numa_balancing_set(0);
 	self->fd = secmmu_open_bound(0);
 	ASSERT_LE(0, self->fd) TH_LOG("open+bind: %s", strerror(-self->fd));
 	self->mem = mmap(NULL, 16 * PAGE, PROT_READ | PROT_WRITE,
@@ -50,6 +52,8 @@ FIXTURE_SETUP(dev)
 FIXTURE_TEARDOWN(dev)
 {
 	close(self->fd);
+	if (self->balancing >= 0)
+		numa_balancing_set(self->balancing);
 }
 
 TEST(bind_unbind_rebind)

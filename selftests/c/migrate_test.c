@@ -7,7 +7,9 @@
  * writes), and the ordering the event log records.
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <stddef.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 
 #include "kselftest_harness.h"
@@ -84,6 +86,7 @@ static uint64_t checksum(const char *p, size_t len)
 
 FIXTURE(thp) {
 	char *thp;
+	int balancing;
 };
 
 FIXTURE_SETUP(thp)
@@ -91,6 +94,7 @@ FIXTURE_SETUP(thp)
 	size_t i;
 
 	ASSERT_EQ(0, inject(0));
+	self->balancing = numa_balancing_set(0);
 	self->thp = thp_alloc(1);
 	ASSERT_NE(NULL, self->thp);
 	if (anon_huge_kb() < 2048)
@@ -102,6 +106,8 @@ FIXTURE_SETUP(thp)
 FIXTURE_TEARDOWN(thp)
 {
 	inject(0);
+	if (self->balancing >= 0)
+		numa_balancing_set(self->balancing);
 }
 
 TEST_F(thp, ping_pong_intact)
@@ -179,6 +185,50 @@ TEST_F(thp, errors)
 	ASSERT_LE(2048, anon_huge_kb());
 	ASSERT_EQ(sum, checksum(self->thp, HPAGE));
 	ASSERT_LT(fails, global_stat("thp_migration_failures"));
+}
+
+/* A page reference the kernel cannot migrate away (a pipe holds one
+ * after vmsplice): the helper reports -EBUSY and the THP stays. */
+TEST_F(thp, busy_when_pinned)
+{
+	uint64_t sum = checksum(self->thp, HPAGE);
+	struct iovec iov = { .iov_base = self->thp + PAGE, .iov_len = PAGE };
+	int node = page_node(self->thp), p[2];
+
+	ASSERT_EQ(0, pipe(p));
+	ASSERT_EQ(PAGE, vmsplice(p[1], &iov, 1, 0));
+	ASSERT_EQ(-EBUSY, migrate(self->thp, !node, false));
+	ASSERT_EQ(node, page_node(self->thp));
+	ASSERT_LE(2048, anon_huge_kb());
+	ASSERT_EQ(sum, checksum(self->thp, HPAGE));
+	close(p[0]);
+	close(p[1]);
+	ASSERT_EQ(0, migrate(self->thp, !node, false));
+}
+
+/* No huge page free on the target node: fill node 1 with THPs
+ * (MPOL_PREFERRED spills to node 0 instead of invoking the OOM killer). */
+TEST_F(thp, enomem_when_node_full)
+{
+	size_t len = 1100UL << 20, i;
+	unsigned long mask = 1UL << 1;
+	char *m;
+	int r;
+
+	if (page_node(self->thp) != 0)
+		ASSERT_EQ(0, migrate(self->thp, 0, false));
+	m = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	ASSERT_NE(MAP_FAILED, m);
+	ASSERT_EQ(0, madvise(m, len, MADV_HUGEPAGE));
+	ASSERT_EQ(0, syscall(SYS_mbind, m, len, 1 /* MPOL_PREFERRED */, &mask, 3, 0));
+	for (i = 0; i < len; i += PAGE)
+		m[i] = 1;
+	r = migrate(self->thp, 1, false);
+	munmap(m, len);
+	ASSERT_EQ(-ENOMEM, r);
+	ASSERT_EQ(0, page_node(self->thp));
+	ASSERT_LE(2048, anon_huge_kb());
 }
 
 TEST_F(thp, unprivileged_refused)
