@@ -5,27 +5,6 @@
 
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
-/*
- * Sets kernel.numa_balancing to @on and returns the old value (-1 if there
- * is none). The device's own page faults are NUMA hinting faults, so with
- * balancing on, pages may move behind a test's back.
- */
-static inline int numa_balancing_set(int on)
-{
-	char c = '0';
-	int fd = open("/proc/sys/kernel/numa_balancing", O_RDWR);
-
-	if (fd < 0)
-		return -1;
-	if (read(fd, &c, 1) != 1)
-		c = '0';
-	c -= '0';
-	if (pwrite(fd, on ? "1" : "0", 1, 0) != 1)
-		c = -1;
-	close(fd);
-	return c;
-}
-
 #endif
 #include <errno.h>
 #include <fcntl.h>

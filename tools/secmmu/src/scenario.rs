@@ -283,10 +283,25 @@ fn check_helper_order(ev: &[Event], hardened: bool) -> Result<usize, String> {
     Ok(migs.len())
 }
 
-fn events_now() -> Result<(String, Vec<Event>), String> {
+/// Ends a run: stops the stream, verifies it, and fills the row from the
+/// result, the context's counters and the event log (returned parsed).
+fn finish(
+    dev: &Device,
+    region: &Region,
+    row: &mut Row,
+) -> Result<(Verify, Stats, Vec<Event>), String> {
+    let v = dev.stop_and_verify()?;
+    let st = dev.stats()?;
     let text = debugfs::read("events")?;
     let ev = events::parse(&text).map_err(|e| e.to_string())?;
-    Ok((text, ev))
+    row.events = text;
+    row.device_writes = v.writes;
+    row.lost = v.lost_writes;
+    row.invalidations = st.counters[abi::STAT_INVALIDATIONS];
+    row.late_caught = st.counters[abi::STAT_LATE_INVALIDATIONS_CAUGHT];
+    row.stale = st.counters[abi::STAT_STALE_ACCESSES];
+    row.nodes = region.nodes()?;
+    Ok((v, st, ev))
 }
 
 /// The kernel's own NUMA balancing moves the THPs after the touching task
@@ -359,16 +374,9 @@ fn run_numa_balancing(o: &Options) -> Row {
             }
             nodes = region.nodes()?;
         }
-        let v = dev.stop_and_verify()?;
+        let (v, st, ev) = finish(&dev, &region, &mut row)?;
         let after = vmstat();
-        let st = dev.stats()?;
-        let (text, ev) = events_now()?;
-        row.events = text;
         row.migrations = vm_delta(&before, &after, "thp_migration_success");
-        row.device_writes = v.writes;
-        row.lost = v.lost_writes;
-        row.invalidations = st.counters[abi::STAT_INVALIDATIONS];
-        row.nodes = nodes.clone();
         let hint = vm_delta(&before, &after, "numa_hint_faults");
         let pages = vm_delta(&before, &after, "numa_pages_migrated");
         if nodes.iter().any(|&n| n != 1) {
@@ -423,14 +431,7 @@ fn run_move_pages(o: &Options) -> Row {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let v = dev.stop_and_verify()?;
-        let st = dev.stats()?;
-        let (text, ev) = events_now()?;
-        row.events = text;
-        row.device_writes = v.writes;
-        row.lost = v.lost_writes;
-        row.invalidations = st.counters[abi::STAT_INVALIDATIONS];
-        row.nodes = region.nodes()?;
+        let (v, st, ev) = finish(&dev, &region, &mut row)?;
         if v.lost_writes != 0 {
             return Err(format!("{} lost writes", v.lost_writes));
         }
@@ -482,16 +483,7 @@ fn run_helper(o: &Options, unhardened: bool, inject: bool) -> Row {
                 row.migrations += 1;
             }
         }
-        let v = dev.stop_and_verify()?;
-        let st = dev.stats()?;
-        let (text, ev) = events_now()?;
-        row.events = text;
-        row.device_writes = v.writes;
-        row.lost = v.lost_writes;
-        row.invalidations = st.counters[abi::STAT_INVALIDATIONS];
-        row.late_caught = st.counters[abi::STAT_LATE_INVALIDATIONS_CAUGHT];
-        row.stale = st.counters[abi::STAT_STALE_ACCESSES];
-        row.nodes = region.nodes()?;
+        let (v, st, ev) = finish(&dev, &region, &mut row)?;
         if !region.is_thp() {
             return Err("the memory is no longer THP-backed".into());
         }
