@@ -2,9 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0
 # Runs inside the guest: insert secmmu.ko, run the command in the checkout,
 # save its output, status and dmesg for vm-verdict.sh.
-#   guest-run.sh [--shell] OUTDIR INSERT_MODULE [CMD]
-shell=0
-[ "$1" = --shell ] && { shell=1; shift; }
+#   guest-run.sh OUTDIR INSERT_MODULE CMD
 out=$1 module=$2 cmd=${3:-}
 top=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -23,13 +21,8 @@ if [ "$module" = 1 ]; then
 fi
 cd "$top" || exit 1
 export SECMMU_TOP="$top" SECMMU_VM_OUT="$out"
-if [ "$shell" = 1 ]; then
-	bash -i
-	rc=$?
-else
-	bash -c "$cmd" 2>&1 | tee "$out/output.log"
-	rc=${PIPESTATUS[0]}
-fi
+bash -c "$cmd" 2>&1 | tee "$out/output.log"
+rc=${PIPESTATUS[0]}
 dmesg >"$out/dmesg.txt"
 echo "$rc" >"$out/rc"
 exit "$rc"

@@ -74,6 +74,11 @@ in_rootfs() {
 		mkdir -p "$root$top" "$root$cache"
 		mount --bind "$cache" "$root$cache"
 		mount --bind "$top" "$root$top"
+		# make shell: an rc file for the guest root shell inserts the module.
+		if [ -n "${SECMMU_BASHRC:-}" ]; then
+			touch "$root/root/.bashrc"
+			mount --bind "$SECMMU_BASHRC" "$root/root/.bashrc"
+		fi
 		cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
 		exec chroot "$root" /usr/bin/env -i \
 			HOME=/root TERM="${TERM:-dumb}" LANG=C.UTF-8 \

@@ -61,8 +61,10 @@ vng_args=(--run "$bz" --user root --cpus 2 --memory 2G
 q() { printf '%q ' "$@"; }
 if [ "$shell" = 1 ]; then
 	log "VM shell ($acc); the checkout is at $SECMMU_TOP, secmmu.ko is inserted"
-	run_cmd "cd $(q "$SECMMU_TOP") && SECMMU_GUEST_MODULE=$module vng $(q "${vng_args[@]}") \
-		--exec 'bash $SECMMU_TOP/scripts/guest-run.sh --shell $(q "$out") $module'"
+	# virtme-ng's own interactive shell (an --exec script has no terminal);
+	# the module is inserted by the shell's rc file.
+	SECMMU_BASHRC="$SECMMU_TOP/scripts/guest-bashrc" \
+		run_cmd "cd $(q "$SECMMU_TOP") && vng $(q "${vng_args[@]}")"
 	exit $?
 fi
 
