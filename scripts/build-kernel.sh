@@ -32,7 +32,7 @@ fi
 
 # Seed a new build from the newest finished one of the same source and
 # flavour: Kbuild then rebuilds only what the changed inputs touch.
-seed=$(ls -dt "$SECMMU_CACHE/kbuild-$flavour-$ver-"*/.complete 2>/dev/null | head -n 1)
+seed=$(ls -dt "$SECMMU_CACHE/kbuild-$flavour-$ver-"*/.complete 2>/dev/null | head -n 1 || true)
 if [ -n "$seed" ] && [ ! -d "$kb" ]; then
 	seed=$(dirname "$seed")
 	step "seed the kernel build from $(basename "$seed")" \

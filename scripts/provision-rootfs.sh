@@ -23,8 +23,10 @@ mkdir -p "$SECMMU_CACHE"
 tmp="$root.tmp"
 rm -rf "$tmp"
 
-step "debootstrap $SECMMU_SUITE (minbase)" \
-	debootstrap --variant=minbase "$SECMMU_SUITE" "$tmp" "$SECMMU_MIRROR" >"$SECMMU_CACHE/debootstrap.log" 2>&1 ||
+bootstrap() {
+	debootstrap --variant=minbase "$SECMMU_SUITE" "$tmp" "$SECMMU_MIRROR" >"$SECMMU_CACHE/debootstrap.log" 2>&1
+}
+step "debootstrap $SECMMU_SUITE (minbase)" bootstrap ||
 	die "debootstrap failed, see $SECMMU_CACHE/debootstrap.log"
 
 cat >"$tmp/etc/apt/sources.list" <<SRC
@@ -42,10 +44,10 @@ install_pkgs() {
 		cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
 		chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
 			bash -euo pipefail -c "apt-get update -qq && apt-get install -y -qq $*"
-	' secmmu "$tmp" "$@"
+	' secmmu "$tmp" "$@" >"$SECMMU_CACHE/rootfs-apt.log" 2>&1
 }
-step "apt-get install toolchain into the rootfs" install_pkgs "${ROOTFS_PACKAGES[@]}" \
-	>"$SECMMU_CACHE/rootfs-apt.log" 2>&1 || die "package install failed, see $SECMMU_CACHE/rootfs-apt.log"
+step "apt-get install toolchain into the rootfs" install_pkgs "${ROOTFS_PACKAGES[@]}" ||
+	die "package install failed, see $SECMMU_CACHE/rootfs-apt.log"
 
 # Registries over TLS from inside the rootfs must trust the host's CAs.
 [ -f /etc/ssl/certs/ca-certificates.crt ] &&
@@ -59,9 +61,9 @@ venv() {
 		chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
 			SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
 			bash -euo pipefail -c "python3 -m venv /opt/vng && /opt/vng/bin/pip install -q virtme-ng==$1"
-	' secmmu "$tmp" "$VNG_VERSION"
+	' secmmu "$tmp" "$VNG_VERSION" >"$SECMMU_CACHE/rootfs-vng.log" 2>&1
 }
-step "virtme-ng $VNG_VERSION into a rootfs venv" venv >"$SECMMU_CACHE/rootfs-vng.log" 2>&1 ||
+step "virtme-ng $VNG_VERSION into a rootfs venv" venv ||
 	die "virtme-ng install failed, see $SECMMU_CACHE/rootfs-vng.log"
 
 # Record what went in, for the report and the kernel-source cache key.
