@@ -343,17 +343,16 @@ impl Binding {
             let part = buf.get_mut(done..done + chunk).ok_or(EINVAL)?;
             self.with_translation(cur, dir, |t| {
                 let pfn = t.pfn_of(cur);
-                // SAFETY: `pfn` is mapped by a live TLB entry, so by the
-                // notifier contract (module doc) its page has not been freed
-                // or moved: the kernel would have invalidated the entry,
-                // which needs the TLB lock we hold. The mapping is released
-                // below without sleeping in between.
+                // By the notifier contract (module doc) the kernel must take
+                // the TLB lock we hold to drop this entry before it frees or
+                // moves the page, so the page is still the one mapped.
+                // SAFETY: `pfn` is such a page; unmapped below, no sleeping.
                 let page = unsafe { b::secmmu_map_pfn(pfn) }.cast::<u8>();
                 let off = cur % PAGE_SIZE;
-                // SAFETY: `page` maps a whole page and `off + chunk` is at
-                // most `PAGE_SIZE`; `part` is a distinct kernel buffer.
                 // Userspace may access the same memory concurrently, as it
                 // may while a real device DMAs into it; bytes are plain data.
+                // SAFETY: `page` maps a whole page, `off + chunk <= PAGE_SIZE`
+                // and `part` is a distinct kernel buffer.
                 unsafe {
                     match dir {
                         Dir::Write => {

@@ -113,12 +113,12 @@ impl<T: SecondaryTlb> Registration<T> {
                     slot.write(pin_init::zeroed());
                     (*slot).ops = OpsTable::<T>::build();
                 }
-                // SAFETY: `slot` is pinned (it lives in `Self`, which is
-                // being pin-initialised) and is unregistered in `drop`
-                // before its memory goes away. `mm` has a user
-                // (`MmWithUser`), as `__mmu_notifier_register` requires.
+                // `slot` is pinned (it lives in `Self`, being pin-initialised)
+                // and `drop` unregisters it before its memory goes away.
                 // INVARIANT: on success the notifier is registered and the
                 // mm grabbed; `data` was initialised above.
+                // SAFETY: as said; `mm` has a user (`MmWithUser`), as
+                // `__mmu_notifier_register` requires.
                 to_result(unsafe { bindings::mmu_notifier_register(slot, mm.as_raw()) })
             }),
         })
@@ -150,10 +150,10 @@ impl<T: SecondaryTlb> Registration<T> {
 impl<T: SecondaryTlb> PinnedDrop for Registration<T> {
     fn drop(self: Pin<&mut Self>) {
         let notifier = self.notifier.get();
+        // Unregistering calls `release` if the mm has not, waits for every
+        // callback in flight and drops the `mmgrab` reference.
         // SAFETY: registered on `(*notifier).mm` (type invariant), not yet
-        // unregistered; this runs once. Unregistering calls `release` if the
-        // mm has not, waits for every callback in flight, and drops the
-        // `mmgrab` reference. Drop runs in process context: it may sleep.
+        // unregistered, and this runs once, in process context (may sleep).
         unsafe { bindings::mmu_notifier_unregister(notifier, (*notifier).mm) };
     }
 }
