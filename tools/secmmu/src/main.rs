@@ -82,6 +82,9 @@ fn scenario_cmd(args: &[String]) -> Result<bool, String> {
                 "# {name}: {} migrations, {} device writes, {} invalidations, {} late caught, {} lost, THPs on nodes {:?}",
                 r.migrations, r.device_writes, r.invalidations, r.late_caught, r.lost, r.nodes
             );
+            if !r.note.is_empty() {
+                println!("# {name}: {}", r.note);
+            }
             match (&r.skipped, &r.failure) {
                 (Some(why), _) => println!("ok {} {name} # SKIP {why}", i + 1),
                 (None, None) => println!("ok {} {name}", i + 1),
@@ -104,6 +107,9 @@ fn scenario_cmd(args: &[String]) -> Result<bool, String> {
             "  {:<15} {:<18} THPs now on nodes {:?}; {why}",
             r.driver, r.mode, r.nodes
         );
+        if !r.note.is_empty() {
+            println!("  {:<34} {}", "", r.note);
+        }
     }
     if args.iter().any(|a| a == "--timelines") {
         if let Some(r) = rows.iter().find(|r| r.mode == "hardened+inject") {

@@ -61,6 +61,8 @@ pub struct Row {
     pub skipped: Option<String>,
     /// Raw event log of the run (for timelines).
     pub events: String,
+    /// What the kernel reported about the run, for the report.
+    pub note: String,
 }
 
 impl Row {
@@ -268,6 +270,27 @@ fn check_helper_order(ev: &[Event], hardened: bool) -> Result<usize, String> {
                 ev[m.unmap].seq
             ));
         }
+        // The device's next fill of the THP after the migration, if it came
+        // before anything invalidated the THP again, is on the new node.
+        if let Some(done) = m
+            .end
+            .map(|i| &ev[i])
+            .filter(|e| e.kind == Kind::MigrateDone)
+        {
+            let next_fill = ev[end_idx..]
+                .iter()
+                .take_while(|e| !(e.kind == Kind::Invalidate && events::covers(e, start, stop)))
+                .find(|e| e.kind == Kind::Fill && e.a >= start && e.a < stop);
+            if let Some(f) = next_fill {
+                if f.node != done.node {
+                    return Err(format!(
+                        "the device's first fill after the migration at seq {} is on node {}, \
+                         not {}",
+                        done.seq, f.node, done.node
+                    ));
+                }
+            }
+        }
         if hardened {
             if let Some(s) = ev[copy..end_idx]
                 .iter()
@@ -379,6 +402,11 @@ fn run_numa_balancing(o: &Options) -> Row {
         row.migrations = vm_delta(&before, &after, "thp_migration_success");
         let hint = vm_delta(&before, &after, "numa_hint_faults");
         let pages = vm_delta(&before, &after, "numa_pages_migrated");
+        row.note = format!(
+            "/proc/vmstat: numa_hint_faults +{hint}, numa_pages_migrated +{pages}, \
+             thp_migration_success +{}; nodes before {start_nodes:?}",
+            row.migrations
+        );
         if nodes.iter().any(|&n| n != 1) {
             return Err(format!(
                 "THPs still on nodes {nodes:?} after {:?} (numa_hint_faults +{hint}, numa_pages_migrated +{pages})",
