@@ -50,11 +50,11 @@ demo:
 vm-run:
 	@test -n "$$CMD" || { echo "usage: make vm-run CMD='command'" >&2; exit 2; }
 	@$(S)/build-module.sh modules >/dev/null
-	@SECMMU_KBUILD=$$($(S)/kdir.sh) $(S)/vm-run.sh --out build/vm/run -- "$$CMD"
+	@SECMMU_KBUILD=$$($(S)/kdir.sh $${SECMMU_FLAVOUR:-test}) $(S)/vm-run.sh --out build/vm/run -- "$$CMD"
 
 shell:
 	@$(S)/build-module.sh modules >/dev/null
-	@SECMMU_KBUILD=$$($(S)/kdir.sh) $(S)/vm-run.sh --shell --out build/vm/shell
+	@SECMMU_KBUILD=$$($(S)/kdir.sh $${SECMMU_FLAVOUR:-test}) $(S)/vm-run.sh --shell --out build/vm/shell
 
 clean:
 	-@$(S)/build-module.sh clean

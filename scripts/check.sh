@@ -29,9 +29,10 @@ add_counts() {
 }
 
 echo "== provisioning (cached under $SECMMU_CACHE)"
-kb=$("$SECMMU_TOP/scripts/kdir.sh" test) || { echo "0 passed, 1 failed"; exit 1; }
+flavour=${SECMMU_FLAVOUR:-test}
+kb=$("$SECMMU_TOP/scripts/kdir.sh" "$flavour") || { echo "0 passed, 1 failed"; exit 1; }
 export SECMMU_KBUILD=$kb
-echo "test kernel: $kb"
+echo "$flavour kernel: $kb"
 
 echo "== build"
 "$SECMMU_TOP/scripts/build-module.sh" modules >"$results/module.log" 2>&1

@@ -4,7 +4,7 @@
 # inserted, run the seed scenario and print its report and timelines.
 . "$(dirname "$0")/lib.sh"
 T0=$(date +%s)
-kb=$("$SECMMU_TOP/scripts/kdir.sh" test)
+kb=$("$SECMMU_TOP/scripts/kdir.sh" "${SECMMU_FLAVOUR:-test}")
 "$SECMMU_TOP/scripts/build-module.sh" modules
 "$SECMMU_TOP/scripts/build-selftests.sh"
 export SECMMU_KBUILD=$kb
