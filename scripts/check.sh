@@ -88,6 +88,12 @@ runner_must_fail() {
 }
 runner_must_fail "a failing KTAP case" selftests/runner/ktap_fail.sh 'KTAP reports 1 failing'
 runner_must_fail "a WARNING in dmesg" selftests/runner/dmesg_warning.sh 'kernel reports in dmesg'
+runner_must_fail "a guest that crashed" selftests/runner/guest_panic.sh 'guest died'
+# make vm-run returns the command's own status.
+out="$SECMMU_TOP/build/vm/runner-status"
+SECMMU_QUIET=1 "$SECMMU_TOP/scripts/vm-run.sh" --out "$out" -- 'exit 3' 2>/dev/null
+rc=$?
+record "runner returns the command's exit status (3, got $rc)" $((rc != 3))
 
 echo
 echo "== summary ($(($(date +%s) - T0)) s)"
