@@ -64,11 +64,14 @@ configure() {
 step "configure linux $ver ($flavour kernel)" configure >&2 ||
 	die "kernel config did not take the fragment (see above); is the Rust toolchain usable? ($mk rustavailable)"
 
+# One job more than CPUs keeps both busy while one waits on I/O or on a
+# Rust crate the C side does not need.
+jobs=$(($(nproc) + 1))
 build() {
-	in_rootfs "$mk -j$(nproc) all >'$kb/build.log' 2>&1" ||
+	in_rootfs "$mk -j$jobs all >'$kb/build.log' 2>&1" ||
 		{ tail -n 40 "$kb/build.log" >&2; return 1; }
 }
-step "build linux $ver ($flavour kernel, -j$(nproc); several minutes)" build >&2 ||
+step "build linux $ver ($flavour kernel, -j$jobs; about 20 minutes on 2 CPUs)" build >&2 ||
 	die "kernel build failed, see $kb/build.log"
 echo "$ver" >"$kb/.debian-version"
 echo "$src" >"$kb/.srctree"
