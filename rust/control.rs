@@ -81,18 +81,33 @@ pub(crate) fn write_migrate(s: &Arc<Shared>, reader: &mut UserSliceReader) -> Re
     migrate::migrate_thp(s, req, &mut last)
 }
 
-/// Reading `inject`: the settings.
+/// Reading `inject`: the settings, one `name=value` per line.
 pub(crate) fn show_inject(s: &Arc<Shared>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    writeln!(f, "late_invalidate={}", s.late_invalidate_us())
+    writeln!(f, "late_invalidate={}", s.late_invalidate_us())?;
+    writeln!(f, "corrupt_copy={}", u8::from(s.corrupt_copy()))
 }
 
-/// Writing `inject`: `late_invalidate=<microseconds>` (0: off).
+/// Writing `inject`: `late_invalidate=<microseconds>` (0: off) or
+/// `corrupt_copy=<0|1>`.
 pub(crate) fn write_inject(s: &Arc<Shared>, reader: &mut UserSliceReader) -> Result {
     let mut buf = [0u8; MAX_LINE];
     let line = read_line(reader, &mut buf)?;
-    let value = line.strip_prefix("late_invalidate=").ok_or(EINVAL)?;
-    let us = value.parse::<u64>().map_err(|_| EINVAL)?;
-    s.set_late_invalidate_us(us)
+    let (name, value) = line.split_once('=').ok_or(EINVAL)?;
+    match name {
+        "late_invalidate" => s.set_late_invalidate_us(value.parse::<u64>().map_err(|_| EINVAL)?),
+        "corrupt_copy" => match value {
+            "0" => {
+                s.set_corrupt_copy(false);
+                Ok(())
+            }
+            "1" => {
+                s.set_corrupt_copy(true);
+                Ok(())
+            }
+            _ => Err(EINVAL),
+        },
+        _ => Err(EINVAL),
+    }
 }
 
 /// Reading `events`: the log.

@@ -209,6 +209,15 @@ void secmmu_copy_thp(unsigned long dst_pfn, unsigned long src_pfn)
 	}
 }
 
+/* Flips one byte of the THP at @pfn (the corrupt_copy injection). */
+void secmmu_corrupt_thp(unsigned long pfn)
+{
+	u8 *p = kmap_local_page(pfn_to_page(pfn));
+
+	p[0] ^= 0xff;
+	kunmap_local(p);
+}
+
 /* Index of the first page that differs between the two THPs, or -1. */
 long secmmu_cmp_thp(unsigned long a_pfn, unsigned long b_pfn)
 {

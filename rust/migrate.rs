@@ -326,6 +326,11 @@ fn run(shared: &Shared, req: Request) -> core::result::Result<Done, Failure> {
     // locked by setup, the destination ours and locked.
     unsafe { b::secmmu_copy_thp(dst_pfn, src_pfn) };
     let copy_ns = now_ns().saturating_sub(t0);
+    if shared.corrupt_copy() {
+        // SAFETY: the destination is ours and locked; it is about to be
+        // compared with the source and, differing, freed.
+        unsafe { b::secmmu_corrupt_thp(dst_pfn) };
+    }
     ev.record(0, Kind::CopyEnd, src_pfn as u64, dst_pfn as u64, req.node);
 
     let mut verified = false;

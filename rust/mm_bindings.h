@@ -26,3 +26,4 @@ void secmmu_free_thp_dst(unsigned long mpfn);
 unsigned long secmmu_mpfn_to_pfn(unsigned long mpfn);
 void secmmu_copy_thp(unsigned long dst_pfn, unsigned long src_pfn);
 long secmmu_cmp_thp(unsigned long a_pfn, unsigned long b_pfn);
+void secmmu_corrupt_thp(unsigned long pfn);

@@ -34,6 +34,7 @@ pub(crate) struct Shared {
     #[pin]
     bound: Mutex<KVec<Arc<Binding>>>,
     late_invalidate_us: Atomic<u64>,
+    corrupt_copy: Atomic<bool>,
     #[pin]
     migrating: SpinLock<Option<MigratingRange>>,
     /// Serialises helper runs and keeps the last result.
@@ -57,6 +58,7 @@ impl Shared {
                 events <- events,
                 bound <- new_mutex!(KVec::new()),
                 late_invalidate_us: Atomic::new(0),
+                corrupt_copy: Atomic::new(false),
                 migrating <- new_spinlock!(None),
                 helper <- new_mutex!(LastResult::default()),
             }),
@@ -100,6 +102,17 @@ impl Shared {
         }
         self.late_invalidate_us.store(us, Relaxed);
         Ok(())
+    }
+
+    /// Whether the helper corrupts its copy on purpose (`corrupt_copy`
+    /// injection, to show the copy verification fires).
+    pub(crate) fn corrupt_copy(&self) -> bool {
+        self.corrupt_copy.load(Relaxed)
+    }
+
+    /// Sets the `corrupt_copy` injection.
+    pub(crate) fn set_corrupt_copy(&self, on: bool) {
+        self.corrupt_copy.store(on, Relaxed);
     }
 
     /// Marks `[start, end)` of `mm` as being migrated by the helper (or

@@ -106,6 +106,7 @@ FIXTURE_SETUP(thp)
 FIXTURE_TEARDOWN(thp)
 {
 	inject(0);
+	write_str(DBG "inject", "corrupt_copy=0", 14);
 	if (self->balancing >= 0)
 		numa_balancing_set(self->balancing);
 }
@@ -229,6 +230,26 @@ TEST_F(thp, enomem_when_node_full)
 	ASSERT_EQ(-ENOMEM, r);
 	ASSERT_EQ(0, page_node(self->thp));
 	ASSERT_LE(2048, anon_huge_kb());
+}
+
+/* The copy verification fires: with corrupt_copy injected, the hardened
+ * helper aborts with -EIO and the THP stays where it was, intact. */
+TEST_F(thp, verify_failure_aborts)
+{
+	uint64_t sum = checksum(self->thp, HPAGE), before = global_stat("thp_verify_failures");
+	int node = page_node(self->thp);
+	char res[256];
+
+	ASSERT_EQ(0, write_str(DBG "inject", "corrupt_copy=1", 14));
+	ASSERT_EQ(-EIO, migrate(self->thp, !node, false));
+	ASSERT_EQ(0, write_str(DBG "inject", "corrupt_copy=0", 14));
+	ASSERT_EQ(before + 1, global_stat("thp_verify_failures"));
+	ASSERT_LT(0, read_file(DBG "migrate_thp", res, sizeof(res)));
+	ASSERT_NE(NULL, strstr(res, "result=-5 ")) TH_LOG("%s", res);
+	ASSERT_EQ(node, page_node(self->thp));
+	ASSERT_LE(2048, anon_huge_kb());
+	ASSERT_EQ(sum, checksum(self->thp, HPAGE));
+	ASSERT_EQ(0, migrate(self->thp, !node, false));
 }
 
 TEST_F(thp, unprivileged_refused)
@@ -401,7 +422,9 @@ TEST(inject_file)
 
 	ASSERT_EQ(0, inject(1234));
 	ASSERT_LT(0, read_file(DBG "inject", buf, sizeof(buf)));
-	ASSERT_STREQ("late_invalidate=1234\n", buf);
+	ASSERT_STREQ("late_invalidate=1234\ncorrupt_copy=0\n", buf);
+	ASSERT_EQ(-EINVAL, write_str(DBG "inject", "corrupt_copy=2", 14));
+	ASSERT_EQ(-EINVAL, write_str(DBG "inject", "corrupt_copy", 12));
 	ASSERT_EQ(-EINVAL, write_str(DBG "inject", "late_invalidate=", 16));
 	ASSERT_EQ(-EINVAL, write_str(DBG "inject", "late_invalidate=-1", 18));
 	ASSERT_EQ(-EINVAL, write_str(DBG "inject", "late_invalidate=99999999", 24));
