@@ -163,29 +163,33 @@ pub fn stale_after_copy(events: &[Event], m: &Migration) -> usize {
 mod tests {
     use super::*;
 
-    pub const LOG: &str = "\
-10 1000 1 3 fill 0x7f0000200000 0x1200 0
-11 2000 0 3 invalidate 0x7f0000200000 0x7f0000400000 -1
-12 2100 0 0 unmap 0x7f0000200000 0x7f0000400000 0
-13 2200 0 0 copy_begin 0x1200 0x45600 1
-14 2300 0 0 copy_end 0x1200 0x45600 1
-15 2400 0 0 remap 0x7f0000200000 0x7f0000400000 1
-16 2500 0 0 migrate_done 0x1 0x45600 1
-17 2600 1 3 fill 0x7f0000200000 0x45600 1
-";
+    /// Recorded in the test VM: one hardened migration with
+    /// `late_invalidate` injected (`migrate_test -t event_ordering`).
+    const HARDENED: &str = include_str!("../testdata/hardened-inject.log");
+    /// Recorded in the test VM: one unhardened migration with injection
+    /// while a stream runs (`migrate_test -t injection_unhardened_loses_writes`).
+    const UNHARDENED: &str = include_str!("../testdata/unhardened-inject.log");
 
     #[test]
-    fn parses_a_log() {
-        let ev = parse(LOG).unwrap();
-        assert_eq!(ev.len(), 8);
-        assert_eq!(ev[1].kind, Kind::Invalidate);
-        assert_eq!(ev[1].a, 0x7f00_0020_0000);
+    fn parses_recorded_logs() {
+        let ev = parse(HARDENED).unwrap();
+        assert_eq!(ev.len(), 9);
+        assert_eq!(ev[0].kind, Kind::Invalidate);
+        assert_eq!(ev[0].a, 0x7f86_0a20_0000);
+        assert_eq!(ev[7].kind, Kind::Fill);
         assert_eq!(ev[7].node, 1);
         let m = migrations(&ev);
         assert_eq!(m.len(), 1);
-        assert_eq!(m[0].unmap, 2);
+        assert_eq!(m[0].unmap, 1);
         assert_eq!(m[0].end, Some(6));
         assert_eq!(m[0].len, 2 << 20);
+        assert_eq!(stale_after_copy(&ev, &m[0]), 0);
+
+        let ev = parse(UNHARDENED).unwrap();
+        let m = migrations(&ev);
+        assert_eq!(m.len(), 1);
+        assert_eq!(stale_after_copy(&ev, &m[0]), 88);
+        assert!(ev.windows(2).all(|w| w[0].seq < w[1].seq));
     }
 
     #[test]
@@ -194,14 +198,16 @@ mod tests {
             ("1 2 3 4 fill 0x1 0x2", "expected 8 fields"),
             ("1 2 3 4 fill 0x1 0x2 0 9", "expected 8 fields"),
             ("x 2 3 4 fill 0x1 0x2 0", "bad sequence number"),
+            ("-1 2 3 4 fill 0x1 0x2 0", "bad sequence number"),
             ("1 2 3 4 teleport 0x1 0x2 0", "unknown event kind"),
             ("1 2 3 4 fill 12 0x2 0", "bad hex field"),
             ("1 2 3 4 fill 0xzz 0x2 0", "bad hex field"),
             ("1 2 3 4 fill 0x1 0x2 node", "bad node"),
             ("1 2 99999999999 4 fill 0x1 0x2 0", "cpu out of range"),
+            ("1 2 3 4 fill\u{0} 0x1 0x2 0", "unknown event kind"),
         ] {
-            let e = parse(&format!("{LOG}{bad}\n")).unwrap_err();
-            assert_eq!(e.line, 9, "{bad}");
+            let e = parse(&format!("{HARDENED}{bad}\n")).unwrap_err();
+            assert_eq!(e.line, 10, "{bad}");
             assert!(e.reason.contains(why), "{bad}: {}", e.reason);
         }
     }
@@ -214,7 +220,7 @@ mod tests {
 
     #[test]
     fn unfinished_migration() {
-        let ev = parse(&LOG.lines().take(4).collect::<Vec<_>>().join("\n")).unwrap();
+        let ev = parse(&HARDENED.lines().take(4).collect::<Vec<_>>().join("\n")).unwrap();
         let m = migrations(&ev);
         assert_eq!(m[0].end, None);
     }

@@ -278,6 +278,20 @@ mod tests {
     }
 
     #[test]
+    fn recorded_unhardened_log() {
+        let ev = parse(include_str!("../testdata/unhardened-inject.log")).unwrap();
+        let t = render(&ev, &migrations(&ev)[0]);
+        assert!(
+            t.contains("88 device write(s) through a stale translation"),
+            "{t}"
+        );
+        assert_eq!(t.matches("LOST").count(), SHOW_STALE, "{t}");
+        assert!(t.contains("... 85 more device writes"), "{t}");
+        assert!(t.find("copy begins").unwrap() < t.find("LOST").unwrap());
+        assert!(t.contains("-> pfn 0x5a00 (node 0)"), "{t}");
+    }
+
+    #[test]
     fn unfinished_migration_renders() {
         let ev = parse(&UNHARDENED.lines().take(6).collect::<Vec<_>>().join("\n")).unwrap();
         let t = render(&ev, &migrations(&ev)[0]);
