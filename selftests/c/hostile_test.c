@@ -1,0 +1,330 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Hostile input: malformed and edge-case inputs to every debugfs writer and
+ * every ioctl of secmmu, each expecting a specific errno (table-driven).
+ * The runner's dmesg scan then checks none of them left a kernel report.
+ */
+#define _GNU_SOURCE
+#include <stddef.h>
+
+#include "kselftest_harness.h"
+#include "secmmu_lib.h"
+
+#define DBG "/sys/kernel/debug/secmmu/"
+#define KPTR ((void *)0xffff888000000000UL)
+
+struct text_case {
+	const char *file;
+	const char *in;
+	size_t len;	/* 0: strlen(in) */
+	int err;	/* expected write(2) result: 0 or -errno */
+};
+
+#define T(f, s, e) { DBG f, s, 0, e }
+#define TL(f, s, l, e) { DBG f, s, l, e }
+
+static const struct text_case text_cases[] = {
+	/* migrate_thp: fields, numbers, separators, sizes. */
+	T("migrate_thp", " ", -EINVAL), T("migrate_thp", "\n", -EINVAL),
+	T("migrate_thp", "abc", -EINVAL), T("migrate_thp", "1", -EINVAL),
+	T("migrate_thp", "1 2", -EINVAL), T("migrate_thp", "1 2 3 4 5", -EINVAL),
+	T("migrate_thp", "1 2 3 x", -EINVAL), T("migrate_thp", "1 2 3 Unhardened", -EINVAL),
+	T("migrate_thp", "1 2 3 unhardened extra", -EINVAL),
+	T("migrate_thp", "-1 0x1000 0", -EINVAL), T("migrate_thp", "0 0x1000 0", -EINVAL),
+	T("migrate_thp", "1 -0x1000 0", -EINVAL), T("migrate_thp", "1 0x 0", -EINVAL),
+	T("migrate_thp", "1 0X 0", -EINVAL), T("migrate_thp", "1 0xg 0", -EINVAL),
+	T("migrate_thp", "1 x10 0", -EINVAL), T("migrate_thp", "1 1e3 0", -EINVAL),
+	T("migrate_thp", "1 18446744073709551616 0", -EINVAL),
+	T("migrate_thp", "1 0x10000000000000000 0", -EINVAL),
+	T("migrate_thp", "2147483648 0x1000 0", -EINVAL),
+	T("migrate_thp", "99999999999999999999 0x1000 0", -EINVAL),
+	T("migrate_thp", "1 0x1000 2147483648", -EINVAL),
+	T("migrate_thp", "1 0x1000 -2147483649", -EINVAL),
+	T("migrate_thp", "1 0x1000 0x1", -EINVAL), T("migrate_thp", "1 0x1000 one", -EINVAL),
+	T("migrate_thp", "1,0x1000,0", -EINVAL), T("migrate_thp", "1;0x1000;0", -EINVAL),
+	T("migrate_thp", "pid addr node", -EINVAL),
+	TL("migrate_thp", "1\0 0x1000 0", 11, -EINVAL),
+	TL("migrate_thp", "\xff\xfe\xfd", 3, -EINVAL),
+	TL("migrate_thp", "1 0x1000 0\0", 11, -EINVAL),
+	/* Well-formed, but the process is the VM's init and 0x1000 is no VMA. */
+	T("migrate_thp", "1\t0x1000\t0", -EFAULT), T("migrate_thp", "  1   4096   0  ", -EFAULT),
+	T("migrate_thp", "1 0x1000 0\n", -EFAULT), T("migrate_thp", "1 0x1000 1 unhardened", -EFAULT),
+	/* Nodes that cannot be targets. */
+	T("migrate_thp", "1 0x1000 2", -EINVAL), T("migrate_thp", "1 0x1000 -1", -EINVAL),
+	T("migrate_thp", "1 0x1000 1023", -EINVAL), T("migrate_thp", "1 0x1000 1024", -EINVAL),
+	T("migrate_thp", "1 0x1000 2147483647", -EINVAL),
+	/* No such process. */
+	T("migrate_thp", "4000000 0x1000 0", -ESRCH), T("migrate_thp", "2147483647 0x1000 0", -ESRCH),
+	/* inject */
+	T("inject", " ", -EINVAL), T("inject", "late_invalidate", -EINVAL),
+	T("inject", "late_invalidate=", -EINVAL), T("inject", "late_invalidate=-1", -EINVAL),
+	T("inject", "late_invalidate=abc", -EINVAL), T("inject", "late_invalidate=1000001", -EINVAL),
+	T("inject", "late_invalidate=18446744073709551616", -EINVAL),
+	T("inject", "late_invalidate= 5", -EINVAL), T("inject", "late_invalidate=5 ", -EINVAL),
+	T("inject", "LATE_INVALIDATE=5", -EINVAL), T("inject", "late_invalidate=5 extra", -EINVAL),
+	T("inject", "late_invalidate=0x10", -EINVAL), T("inject", "late_invalidate==5", -EINVAL),
+	T("inject", "corrupt_copy=", -EINVAL), T("inject", "corrupt_copy=2", -EINVAL),
+	T("inject", "corrupt_copy=-1", -EINVAL), T("inject", "corrupt_copy=yes", -EINVAL),
+	T("inject", "corrupt_copy=01", -EINVAL), T("inject", "corrupt_copy", -EINVAL),
+	T("inject", "=5", -EINVAL), T("inject", "==", -EINVAL), T("inject", "=", -EINVAL),
+	T("inject", "bogus=1", -EINVAL), T("inject", "late_invalidate=5\n\n", -EINVAL),
+	TL("inject", "late_invalidate=5\0", 18, -EINVAL), TL("inject", "\x80", 1, -EINVAL),
+	T("inject", "late_invalidate=0\n", 0), T("inject", "late_invalidate=1000000", 0),
+	T("inject", "late_invalidate=0", 0), T("inject", "corrupt_copy=0\n", 0),
+	/* events */
+	T("events", "clr", -EINVAL), T("events", "clear\n\n", -EINVAL),
+	T("events", "clear ", -EINVAL), T("events", " clear", -EINVAL),
+	T("events", "CLEAR", -EINVAL), T("events", "clearx", -EINVAL),
+	T("events", "\n", -EINVAL), TL("events", "clear\0", 6, -EINVAL),
+	TL("events", "\xc3\x28", 2, -EINVAL), T("events", "clear", 0), T("events", "clear\n", 0),
+};
+
+static int write_text(const char *path, const char *s, size_t len)
+{
+	int fd = open(path, O_WRONLY);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = write(fd, s, len);
+	n = n < 0 ? -errno : (n == (ssize_t)len ? 0 : -EIO);
+	close(fd);
+	return n;
+}
+
+TEST(debugfs_writers)
+{
+	char big[512];
+	unsigned int i;
+
+	for (i = 0; i < sizeof(text_cases) / sizeof(text_cases[0]); i++) {
+		const struct text_case *c = &text_cases[i];
+		size_t len = c->len ? c->len : strlen(c->in);
+
+		EXPECT_EQ(c->err, write_text(c->file, c->in, len))
+			TH_LOG("case %u: %s '%.40s'", i, c->file, c->in);
+	}
+	/* Empty and overlong writes to each. */
+	memset(big, '1', sizeof(big));
+	EXPECT_EQ(-EINVAL, write_text(DBG "migrate_thp", "", 0));
+	EXPECT_EQ(-EINVAL, write_text(DBG "inject", "", 0));
+	EXPECT_EQ(-EINVAL, write_text(DBG "events", "", 0));
+	EXPECT_EQ(-EINVAL, write_text(DBG "migrate_thp", big, 129));
+	EXPECT_EQ(-EINVAL, write_text(DBG "migrate_thp", big, sizeof(big)));
+	EXPECT_EQ(-EINVAL, write_text(DBG "inject", big, 65));
+	EXPECT_EQ(-EINVAL, write_text(DBG "events", big, 65));
+	memset(big, ' ', 128);
+	EXPECT_EQ(-EINVAL, write_text(DBG "migrate_thp", big, 128));
+	write_text(DBG "inject", "late_invalidate=0", 17);
+}
+
+TEST(debugfs_read_only_files)
+{
+	EXPECT_NE(0, write_text(DBG "version", "1", 1));
+	EXPECT_NE(0, write_text(DBG "stats", "1", 1));
+}
+
+static const unsigned int valid_cmds[] = {
+	SECMMU_IOCTL_BIND, SECMMU_IOCTL_UNBIND, SECMMU_IOCTL_WRITE, SECMMU_IOCTL_READ,
+	SECMMU_IOCTL_STREAM_START, SECMMU_IOCTL_STREAM_STOP, SECMMU_IOCTL_STREAM_VERIFY,
+	SECMMU_IOCTL_TLB_FLUSH, SECMMU_IOCTL_GET_STATS,
+};
+
+static bool is_valid(unsigned int cmd)
+{
+	unsigned int i;
+
+	for (i = 0; i < sizeof(valid_cmds) / sizeof(valid_cmds[0]); i++)
+		if (cmd == valid_cmds[i])
+			return true;
+	return false;
+}
+
+/* Every number secmmu does not define, including its own numbers with a
+ * size or direction that lies, and other magics: -ENOTTY. */
+TEST(unknown_and_lying_ioctls)
+{
+	static const unsigned int sizes[] = { 0, 1, 4, 7, 8, 24, 32, 40, 64, 4096, 16383 };
+	static const unsigned int dirs[] = { _IOC_NONE, _IOC_READ, _IOC_WRITE, _IOC_READ | _IOC_WRITE };
+	char arg[16384] = { 0 };
+	unsigned int nr, s, d, n = 0;
+	int fd = secmmu_open_bound(0);
+
+	ASSERT_LE(0, fd);
+	for (nr = 0; nr <= 0x10; nr++)
+		for (s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++)
+			for (d = 0; d < 4; d++) {
+				unsigned int cmd = _IOC(dirs[d], SECMMU_IOC_MAGIC, nr, sizes[s]);
+
+				if (is_valid(cmd))
+					continue;
+				n++;
+				EXPECT_EQ(-1, ioctl(fd, cmd, arg)) TH_LOG("cmd %#x", cmd);
+				EXPECT_EQ(ENOTTY, errno) TH_LOG("cmd %#x", cmd);
+			}
+	for (s = 0; s < sizeof(valid_cmds) / sizeof(valid_cmds[0]); s++) {
+		unsigned int other = (valid_cmds[s] & ~_IOC_TYPEMASK) |
+				     ((SECMMU_IOC_MAGIC - 1) << _IOC_TYPESHIFT);
+
+		EXPECT_EQ(-1, ioctl(fd, other, arg));
+		EXPECT_EQ(ENOTTY, errno);
+		n++;
+	}
+	TH_LOG("%u unknown or lying ioctl numbers refused", n);
+	ASSERT_LE(200, n);
+	close(fd);
+}
+
+/* Bad argument pointers for every ioctl that takes one: -EFAULT. */
+TEST(bad_pointers)
+{
+	static const unsigned int cmds[] = {
+		SECMMU_IOCTL_WRITE, SECMMU_IOCTL_READ, SECMMU_IOCTL_STREAM_START,
+		SECMMU_IOCTL_GET_STATS,
+	};
+	void *ptrs[] = { NULL, (void *)1, (void *)PAGE, KPTR, (void *)~0UL, (void *)(~0UL - 7) };
+	char *ro = mmap(NULL, PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	int fd = secmmu_open_bound(0), ufd = open(SECMMU_DEV, O_RDWR);
+	unsigned int c, p;
+
+	ASSERT_LE(0, fd);
+	ASSERT_LE(0, ufd);
+	ASSERT_NE(MAP_FAILED, ro);
+	for (p = 0; p < sizeof(ptrs) / sizeof(ptrs[0]); p++) {
+		EXPECT_EQ(-1, ioctl(ufd, SECMMU_IOCTL_BIND, ptrs[p]));
+		EXPECT_EQ(EFAULT, errno);
+		for (c = 0; c < sizeof(cmds) / sizeof(cmds[0]); c++) {
+			EXPECT_EQ(-1, ioctl(fd, cmds[c], ptrs[p])) TH_LOG("cmd %#x ptr %p", cmds[c], ptrs[p]);
+			EXPECT_EQ(EFAULT, errno) TH_LOG("cmd %#x ptr %p", cmds[c], ptrs[p]);
+		}
+	}
+	/* Output structures into read-only memory. */
+	EXPECT_EQ(-1, ioctl(fd, SECMMU_IOCTL_GET_STATS, ro));
+	EXPECT_EQ(EFAULT, errno);
+	/* A read whose destination buffer is read-only or the kernel's. */
+	EXPECT_EQ(-EFAULT, dev_read(fd, &fd, 4, ro));
+	EXPECT_EQ(-EFAULT, dev_read(fd, &fd, 4, KPTR));
+	/* A write from a buffer that ends in unmapped memory. */
+	EXPECT_EQ(-EFAULT, dev_write(fd, ro, 8, (void *)(PAGE - 4), 0));
+	close(ufd);
+	close(fd);
+}
+
+struct access_case {
+	uint64_t addr_off;	/* from a 2-page RW buffer, or absolute if abs */
+	bool abs;
+	uint64_t len;
+	bool use_buf;
+	uint32_t flags, pad;
+	int werr, rerr;
+};
+
+/* Lengths, alignment, flags and addresses for READ and WRITE. */
+TEST(access_edges)
+{
+	static const struct access_case cases[] = {
+		{ 0, false, 0, true, 0, 0, -EINVAL, -EINVAL },
+		{ 0, false, 1, true, 1, 0, -EINVAL, -EINVAL },
+		{ 0, false, 1, true, 0x80000000, 0, -EINVAL, -EINVAL },
+		{ 0, false, 1, true, 0, 1, -EINVAL, -EINVAL },
+		{ 0, false, SECMMU_MAX_ACCESS + 1, true, 0, 0, -EINVAL, -EINVAL },
+		{ 0, false, ~0ULL, true, 0, 0, -EINVAL, -EINVAL },
+		{ 0, false, 1ULL << 63, true, 0, 0, -EINVAL, -EINVAL },
+		{ 1, false, 8, false, 0, 0, -EINVAL, -EFAULT },
+		{ 0, false, 12, false, 0, 0, -EINVAL, -EFAULT },
+		{ 0, false, 1, true, 0, 0, 0, 0 },
+		{ PAGE - 1, false, 2, true, 0, 0, 0, 0 },
+		{ 2 * PAGE - 1, false, 1, true, 0, 0, 0, 0 },
+		{ 2 * PAGE - 1, false, 2, true, 0, 0, -EFAULT, -EFAULT },
+		{ 0, true, 8, true, 0, 0, -EFAULT, -EFAULT },
+		{ PAGE, true, 8, true, 0, 0, -EFAULT, -EFAULT },
+		{ 0x7ffffffff000ULL, true, 8, true, 0, 0, -EFAULT, -EFAULT },
+		{ 0x800000000000ULL, true, 8, true, 0, 0, -EFAULT, -EFAULT },
+		{ 0xffff888000000000ULL, true, 8, true, 0, 0, -EFAULT, -EFAULT },
+		{ ~0ULL - 7, true, 8, true, 0, 0, -EFAULT, -EFAULT },
+		{ ~0ULL, true, 2, true, 0, 0, -EFAULT, -EFAULT },
+	};
+	char *m = mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	static char buf[16];
+	int fd = secmmu_open_bound(0);
+	unsigned int i;
+
+	ASSERT_LE(0, fd);
+	ASSERT_NE(MAP_FAILED, m);
+	ASSERT_EQ(0, munmap(m + 2 * PAGE, PAGE));
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct access_case *c = &cases[i];
+		struct secmmu_access a = {
+			.addr = c->abs ? c->addr_off : (uintptr_t)m + c->addr_off,
+			.len = c->len, .value = 1,
+			.user_buf = c->use_buf ? (uintptr_t)buf : 0,
+			.flags = c->flags, .pad = c->pad,
+		};
+		int r = ioctl(fd, SECMMU_IOCTL_WRITE, &a) ? -errno : 0;
+
+		EXPECT_EQ(c->werr, r) TH_LOG("write case %u", i);
+		r = ioctl(fd, SECMMU_IOCTL_READ, &a) ? -errno : 0;
+		EXPECT_EQ(c->rerr, r) TH_LOG("read case %u", i);
+	}
+	close(fd);
+}
+
+/* Stream geometry and lifecycle: specific errnos. */
+TEST(stream_edges)
+{
+	char *m = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	struct { uint64_t addr, stride; uint32_t slots, flags; int err; } cases[] = {
+		{ 0, 8, 0, 0, -EINVAL }, { 0, 8, SECMMU_MAX_STREAM_SLOTS + 1, 0, -EINVAL },
+		{ 0, 8, ~0U, 0, -EINVAL }, { 0, 0, 1, 0, -EINVAL }, { 0, 4, 1, 0, -EINVAL },
+		{ 0, 12, 2, 0, -EINVAL }, { 4, 8, 1, 0, -EINVAL }, { 0, 8, 1, 1, -EINVAL },
+		{ 0, 8, 1, 0x80000000, -EINVAL },
+		{ ~7ULL, 8, 2, 0, -EFAULT }, { 0, 1ULL << 62, 8, 0, -EFAULT },
+		{ 0, ~7ULL, 3, 0, -EFAULT },
+	};
+	struct secmmu_stream s;
+	struct secmmu_verify v;
+	int fd = secmmu_open_bound(0), ufd = open(SECMMU_DEV, O_RDWR);
+	unsigned int i;
+
+	ASSERT_LE(0, fd);
+	ASSERT_LE(0, ufd);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		s = (struct secmmu_stream){
+			.addr = cases[i].addr == 0 ? (uintptr_t)m : (cases[i].addr < PAGE ? (uintptr_t)m + cases[i].addr : cases[i].addr),
+			.stride = cases[i].stride, .slots = cases[i].slots, .flags = cases[i].flags,
+		};
+		EXPECT_EQ(cases[i].err, ioctl(fd, SECMMU_IOCTL_STREAM_START, &s) ? -errno : 0)
+			TH_LOG("stream case %u", i);
+	}
+	/* Wrong state, unbound and bound. */
+	s = (struct secmmu_stream){ .addr = (uintptr_t)m, .stride = 8, .slots = 4 };
+	EXPECT_EQ(-1, ioctl(ufd, SECMMU_IOCTL_STREAM_START, &s));
+	EXPECT_EQ(ENOTCONN, errno);
+	EXPECT_EQ(-1, ioctl(ufd, SECMMU_IOCTL_STREAM_VERIFY, &v));
+	EXPECT_EQ(ENOTCONN, errno);
+	EXPECT_EQ(-1, ioctl(ufd, SECMMU_IOCTL_STREAM_STOP));
+	EXPECT_EQ(ENOENT, errno);
+	EXPECT_EQ(-1, ioctl(fd, SECMMU_IOCTL_STREAM_VERIFY, &v));
+	EXPECT_EQ(ENOENT, errno);
+	EXPECT_EQ(0, ioctl(fd, SECMMU_IOCTL_STREAM_START, &s));
+	EXPECT_EQ(-1, ioctl(fd, SECMMU_IOCTL_STREAM_START, &s));
+	EXPECT_EQ(EBUSY, errno);
+	EXPECT_EQ(0, ioctl(fd, SECMMU_IOCTL_STREAM_STOP));
+	EXPECT_EQ(0, ioctl(fd, SECMMU_IOCTL_STREAM_STOP));
+	EXPECT_EQ(0, ioctl(fd, SECMMU_IOCTL_STREAM_VERIFY, &v));
+	EXPECT_EQ(0, v.lost_writes);
+	/* Unbinding drops the stream: stop and verify then have none. */
+	EXPECT_EQ(0, ioctl(fd, SECMMU_IOCTL_UNBIND));
+	EXPECT_EQ(-1, ioctl(fd, SECMMU_IOCTL_UNBIND));
+	EXPECT_EQ(ENOTCONN, errno);
+	EXPECT_EQ(-1, ioctl(fd, SECMMU_IOCTL_STREAM_STOP));
+	EXPECT_EQ(ENOENT, errno);
+	EXPECT_EQ(-1, ioctl(fd, SECMMU_IOCTL_TLB_FLUSH));
+	EXPECT_EQ(ENOTCONN, errno);
+	close(ufd);
+	close(fd);
+}
+
+TEST_HARNESS_MAIN
