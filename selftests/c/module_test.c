@@ -88,7 +88,19 @@ TEST(unload_and_reload)
 	ASSERT_EQ(0, stat(DEBUGFS_DIR "/version", &st));
 }
 
-TEST(load_unload_cycles)
+FIXTURE(slow) {
+};
+
+FIXTURE_SETUP(slow)
+{
+}
+
+FIXTURE_TEARDOWN(slow)
+{
+}
+
+/* Slow on a KASAN kernel under TCG: a longer timeout than the default. */
+TEST_F_TIMEOUT(slow, load_unload_cycles, 600)
 {
 	char cmd[4200];
 	int i;
@@ -101,6 +113,9 @@ TEST(load_unload_cycles)
 TEST(double_insert_refused)
 {
 	char cmd[4200];
+
+	snprintf(cmd, sizeof(cmd), "test -d /sys/module/secmmu || insmod %s", module_path());
+	ASSERT_EQ(0, system(cmd));
 
 	snprintf(cmd, sizeof(cmd), "insmod %s 2>/dev/null", module_path());
 	ASSERT_NE(0, system(cmd));
