@@ -203,8 +203,18 @@ fn vm_delta(before: &[(String, u64)], after: &[(String, u64)], key: &str) -> u64
 /// its last fill is on the node the THP ended on (unless an invalidation
 /// followed it).
 fn check_fill_order(ev: &[Event], ctx: u32, r: &Region, final_nodes: &[i32]) -> Result<(), String> {
-    for i in 0..r.n {
-        let start = r.thp(i) as u64;
+    let starts: Vec<u64> = (0..r.n).map(|i| r.thp(i) as u64).collect();
+    check_fill_order_at(ev, ctx, &starts, final_nodes)
+}
+
+/// [`check_fill_order`] for the THPs starting at `starts`.
+fn check_fill_order_at(
+    ev: &[Event],
+    ctx: u32,
+    starts: &[u64],
+    final_nodes: &[i32],
+) -> Result<(), String> {
+    for (i, &start) in starts.iter().enumerate() {
         let end = start + HPAGE as u64;
         let mut last_node: Option<i32> = None;
         let mut invalidated = false;
@@ -602,5 +612,54 @@ pub fn expectation(r: &Row) -> &'static str {
         "unhardened+inject" => "expect lost writes > 0: the detector fires",
         "hardened+inject" => "expect 0 lost and late invalidations caught",
         _ => "expect 0 lost writes",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HARDENED: &str = include_str!("../testdata/hardened-inject.log");
+    const UNHARDENED: &str = include_str!("../testdata/unhardened-inject.log");
+
+    /// The ordering detectors pass on a good log and fire on a bad one.
+    #[test]
+    fn helper_order_detector_fires() {
+        let good = events::parse(HARDENED).unwrap();
+        assert_eq!(check_helper_order(&good, true), Ok(1));
+        let bad = events::parse(UNHARDENED).unwrap();
+        assert_eq!(check_helper_order(&bad, false), Ok(1));
+        let e = check_helper_order(&bad, true).unwrap_err();
+        assert!(e.contains("stale device access"), "{e}");
+        // Without the invalidation before the unmap, it fires too.
+        let no_inval: Vec<Event> = good
+            .iter()
+            .filter(|e| e.kind != Kind::Invalidate)
+            .cloned()
+            .collect();
+        let e = check_helper_order(&no_inval, true).unwrap_err();
+        assert!(e.contains("no invalidation"), "{e}");
+    }
+
+    #[test]
+    fn fill_order_detector_fires() {
+        let log = "\
+1 1 0 5 fill 0x200000 0x1000 0
+2 2 0 5 invalidate 0x200000 0x400000 -1
+3 3 0 5 fill 0x200000 0x2000 1
+";
+        let ev = events::parse(log).unwrap();
+        assert_eq!(check_fill_order_at(&ev, 5, &[0x200000], &[1]), Ok(()));
+        // A fill on the new node with no invalidation in between.
+        let skipped: Vec<Event> = ev
+            .iter()
+            .filter(|e| e.kind != Kind::Invalidate)
+            .cloned()
+            .collect();
+        let e = check_fill_order_at(&skipped, 5, &[0x200000], &[1]).unwrap_err();
+        assert!(e.contains("no invalidation"), "{e}");
+        // The last fill on a node the THP is not on.
+        let e = check_fill_order_at(&ev, 5, &[0x200000], &[0]).unwrap_err();
+        assert!(e.contains("last fill"), "{e}");
     }
 }
