@@ -474,19 +474,6 @@ TEST(unprivileged_open_refused)
 	ASSERT_EQ(0600, st.st_mode & 0777);
 }
 
-static int refcnt(void)
-{
-	char buf[32] = "";
-	int fd = open("/sys/module/secmmu/refcnt", O_RDONLY);
-
-	if (fd < 0)
-		return -1;
-	if (read(fd, buf, sizeof(buf) - 1) < 0)
-		buf[0] = 0;
-	close(fd);
-	return atoi(buf);
-}
-
 TEST(exit_with_stream_running)
 {
 	int status, i;
@@ -506,9 +493,9 @@ TEST(exit_with_stream_running)
 	}
 	ASSERT_EQ(pid, waitpid(pid, &status, 0));
 	ASSERT_EQ(0, WEXITSTATUS(status));
-	for (i = 0; i < 100 && refcnt() != 0; i++)
+	for (i = 0; i < 100 && module_refs() != 0; i++)
 		usleep(10000);
-	ASSERT_EQ(0, refcnt());
+	ASSERT_EQ(0, module_refs());
 }
 
 TEST(close_while_bound)
@@ -522,7 +509,7 @@ TEST(close_while_bound)
 		ASSERT_EQ(i, target);
 		close(fd);
 	}
-	ASSERT_EQ(0, refcnt());
+	ASSERT_EQ(0, module_refs());
 }
 
 TEST_HARNESS_MAIN

@@ -79,19 +79,6 @@ static const struct text_case text_cases[] = {
 	TL("events", "\xc3\x28", 2, -EINVAL), T("events", "clear", 0), T("events", "clear\n", 0),
 };
 
-static int write_text(const char *path, const char *s, size_t len)
-{
-	int fd = open(path, O_WRONLY);
-	ssize_t n;
-
-	if (fd < 0)
-		return -errno;
-	n = write(fd, s, len);
-	n = n < 0 ? -errno : (n == (ssize_t)len ? 0 : -EIO);
-	close(fd);
-	return n;
-}
-
 TEST(debugfs_writers)
 {
 	char big[512];
@@ -101,27 +88,27 @@ TEST(debugfs_writers)
 		const struct text_case *c = &text_cases[i];
 		size_t len = c->len ? c->len : strlen(c->in);
 
-		EXPECT_EQ(c->err, write_text(c->file, c->in, len))
+		EXPECT_EQ(c->err, write_text_file(c->file, c->in, len))
 			TH_LOG("case %u: %s '%.40s'", i, c->file, c->in);
 	}
 	/* Empty and overlong writes to each. */
 	memset(big, '1', sizeof(big));
-	EXPECT_EQ(-EINVAL, write_text(DBG "migrate_thp", "", 0));
-	EXPECT_EQ(-EINVAL, write_text(DBG "inject", "", 0));
-	EXPECT_EQ(-EINVAL, write_text(DBG "events", "", 0));
-	EXPECT_EQ(-EINVAL, write_text(DBG "migrate_thp", big, 129));
-	EXPECT_EQ(-EINVAL, write_text(DBG "migrate_thp", big, sizeof(big)));
-	EXPECT_EQ(-EINVAL, write_text(DBG "inject", big, 65));
-	EXPECT_EQ(-EINVAL, write_text(DBG "events", big, 65));
+	EXPECT_EQ(-EINVAL, write_text_file(DBG "migrate_thp", "", 0));
+	EXPECT_EQ(-EINVAL, write_text_file(DBG "inject", "", 0));
+	EXPECT_EQ(-EINVAL, write_text_file(DBG "events", "", 0));
+	EXPECT_EQ(-EINVAL, write_text_file(DBG "migrate_thp", big, 129));
+	EXPECT_EQ(-EINVAL, write_text_file(DBG "migrate_thp", big, sizeof(big)));
+	EXPECT_EQ(-EINVAL, write_text_file(DBG "inject", big, 65));
+	EXPECT_EQ(-EINVAL, write_text_file(DBG "events", big, 65));
 	memset(big, ' ', 128);
-	EXPECT_EQ(-EINVAL, write_text(DBG "migrate_thp", big, 128));
-	write_text(DBG "inject", "late_invalidate=0", 17);
+	EXPECT_EQ(-EINVAL, write_text_file(DBG "migrate_thp", big, 128));
+	write_text_file(DBG "inject", "late_invalidate=0", 17);
 }
 
 TEST(debugfs_read_only_files)
 {
-	EXPECT_NE(0, write_text(DBG "version", "1", 1));
-	EXPECT_NE(0, write_text(DBG "stats", "1", 1));
+	EXPECT_NE(0, write_text_file(DBG "version", "1", 1));
+	EXPECT_NE(0, write_text_file(DBG "stats", "1", 1));
 }
 
 static const unsigned int valid_cmds[] = {

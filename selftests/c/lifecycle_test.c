@@ -12,29 +12,16 @@
 #include "kselftest_harness.h"
 #include "secmmu_lib.h"
 
-static int modrefs(void)
-{
-	char buf[32] = "";
-	int fd = open("/sys/module/secmmu/refcnt", O_RDONLY);
-
-	if (fd < 0)
-		return -1;
-	if (read(fd, buf, sizeof(buf) - 1) < 0)
-		buf[0] = 0;
-	close(fd);
-	return atoi(buf);
-}
-
 TEST(rmmod_refused_while_open)
 {
 	int fd = secmmu_open_bound(0);
 
 	ASSERT_LE(0, fd);
-	ASSERT_LT(0, modrefs());
+	ASSERT_LT(0, module_refs());
 	ASSERT_NE(0, system("rmmod secmmu 2>/dev/null"));
 	ASSERT_EQ(0, access("/sys/kernel/debug/secmmu/version", R_OK));
 	close(fd);
-	ASSERT_EQ(0, modrefs());
+	ASSERT_EQ(0, module_refs());
 }
 
 /* A forked child shares the file and so the parent's binding: its device
@@ -167,7 +154,7 @@ TEST(concurrent_ops_on_one_context)
 	TH_LOG("%ld racing operations", ops);
 	ASSERT_LT(100, ops);
 	close(fd);
-	ASSERT_EQ(0, modrefs());
+	ASSERT_EQ(0, module_refs());
 }
 
 TEST_HARNESS_MAIN

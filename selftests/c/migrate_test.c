@@ -17,26 +17,13 @@
 
 #define DBG "/sys/kernel/debug/secmmu/"
 
-static int write_str(const char *path, const char *s, size_t len)
-{
-	int fd = open(path, O_WRONLY);
-	ssize_t n;
-
-	if (fd < 0)
-		return -errno;
-	n = write(fd, s, len);
-	n = n < 0 ? -errno : 0;
-	close(fd);
-	return n;
-}
-
 static int migrate(void *addr, int node, bool unhardened)
 {
 	char line[128];
 	int n = snprintf(line, sizeof(line), "%d %p %d%s\n", getpid(), addr, node,
 			 unhardened ? " unhardened" : "");
 
-	return write_str(DBG "migrate_thp", line, n);
+	return write_text_file(DBG "migrate_thp", line, n);
 }
 
 static int inject(unsigned int us)
@@ -44,7 +31,7 @@ static int inject(unsigned int us)
 	char line[64];
 	int n = snprintf(line, sizeof(line), "late_invalidate=%u", us);
 
-	return write_str(DBG "inject", line, n);
+	return write_text_file(DBG "inject", line, n);
 }
 
 static long read_file(const char *path, char *buf, size_t len)
@@ -106,7 +93,7 @@ FIXTURE_SETUP(thp)
 FIXTURE_TEARDOWN(thp)
 {
 	inject(0);
-	write_str(DBG "inject", "corrupt_copy=0", 14);
+	write_text_file(DBG "inject", "corrupt_copy=0", 14);
 	if (self->balancing >= 0)
 		numa_balancing_set(self->balancing);
 }
@@ -159,16 +146,16 @@ TEST_F(thp, errors)
 		const char *in = bad[i].in;
 		int err = bad[i].err;
 
-		ASSERT_EQ(err, write_str(DBG "migrate_thp", in, strlen(in))) TH_LOG("input '%s'", in);
+		ASSERT_EQ(err, write_text_file(DBG "migrate_thp", in, strlen(in))) TH_LOG("input '%s'", in);
 	}
 	/* Embedded NUL and an overlong line. */
-	ASSERT_EQ(-EINVAL, write_str(DBG "migrate_thp", "1\0 2 3", 6));
+	ASSERT_EQ(-EINVAL, write_text_file(DBG "migrate_thp", "1\0 2 3", 6));
 	memset(line, '1', sizeof(line));
-	ASSERT_EQ(-EINVAL, write_str(DBG "migrate_thp", line, sizeof(line)));
+	ASSERT_EQ(-EINVAL, write_text_file(DBG "migrate_thp", line, sizeof(line)));
 
 	/* No such process (pid_max is far below this). */
 	snprintf(line, sizeof(line), "%d %p %d", 4000000, self->thp, !node);
-	ASSERT_EQ(-ESRCH, write_str(DBG "migrate_thp", line, strlen(line)));
+	ASSERT_EQ(-ESRCH, write_text_file(DBG "migrate_thp", line, strlen(line)));
 	/* Not in any VMA; not anonymous private; no THP. */
 	ASSERT_EQ(-EFAULT, migrate((void *)PAGE, !node, false));
 	ASSERT_EQ(-EINVAL, migrate(shared + HPAGE, !node, false));
@@ -240,9 +227,9 @@ TEST_F(thp, verify_failure_aborts)
 	int node = page_node(self->thp);
 	char res[256];
 
-	ASSERT_EQ(0, write_str(DBG "inject", "corrupt_copy=1", 14));
+	ASSERT_EQ(0, write_text_file(DBG "inject", "corrupt_copy=1", 14));
 	ASSERT_EQ(-EIO, migrate(self->thp, !node, false));
-	ASSERT_EQ(0, write_str(DBG "inject", "corrupt_copy=0", 14));
+	ASSERT_EQ(0, write_text_file(DBG "inject", "corrupt_copy=0", 14));
 	ASSERT_EQ(before + 1, global_stat("thp_verify_failures"));
 	ASSERT_LT(0, read_file(DBG "migrate_thp", res, sizeof(res)));
 	ASSERT_NE(NULL, strstr(res, "result=-5 ")) TH_LOG("%s", res);
@@ -349,7 +336,7 @@ TEST_F(thp, injection_unhardened_loses_writes)
 
 	ASSERT_NE(NULL, ev);
 	ASSERT_EQ(0, inject(20000));
-	ASSERT_EQ(0, write_str(DBG "events", "clear", 5));
+	ASSERT_EQ(0, write_text_file(DBG "events", "clear", 5));
 	ASSERT_EQ(0, stream_migrations(_metadata, self->thp, 1, true, &ver, &fd));
 	ASSERT_LT(0, ver.lost_writes) TH_LOG("the lost-write detector did not fire");
 	ASSERT_LE(ver.lost_writes, dev_stat(fd, SECMMU_STAT_LOST_WRITES));
@@ -386,7 +373,7 @@ TEST_F(thp, event_ordering)
 	ASSERT_EQ(0, dev_write(fd, self->thp, 8, NULL, 1));
 	ASSERT_EQ(0, inject(20000));
 	node = !page_node(self->thp);
-	ASSERT_EQ(0, write_str(DBG "events", "clear\n", 6));
+	ASSERT_EQ(0, write_text_file(DBG "events", "clear\n", 6));
 	ASSERT_EQ(0, migrate(self->thp, node, false));
 	ASSERT_EQ(0, dev_write(fd, self->thp + 8, 8, NULL, 2));
 	ASSERT_LT(0, read_file(DBG "events", ev, 1 << 20));
@@ -423,13 +410,13 @@ TEST(inject_file)
 	ASSERT_EQ(0, inject(1234));
 	ASSERT_LT(0, read_file(DBG "inject", buf, sizeof(buf)));
 	ASSERT_STREQ("late_invalidate=1234\ncorrupt_copy=0\n", buf);
-	ASSERT_EQ(-EINVAL, write_str(DBG "inject", "corrupt_copy=2", 14));
-	ASSERT_EQ(-EINVAL, write_str(DBG "inject", "corrupt_copy", 12));
-	ASSERT_EQ(-EINVAL, write_str(DBG "inject", "late_invalidate=", 16));
-	ASSERT_EQ(-EINVAL, write_str(DBG "inject", "late_invalidate=-1", 18));
-	ASSERT_EQ(-EINVAL, write_str(DBG "inject", "late_invalidate=99999999", 24));
-	ASSERT_EQ(-EINVAL, write_str(DBG "inject", "bogus=1", 7));
-	ASSERT_EQ(-EINVAL, write_str(DBG "events", "clr", 3));
+	ASSERT_EQ(-EINVAL, write_text_file(DBG "inject", "corrupt_copy=2", 14));
+	ASSERT_EQ(-EINVAL, write_text_file(DBG "inject", "corrupt_copy", 12));
+	ASSERT_EQ(-EINVAL, write_text_file(DBG "inject", "late_invalidate=", 16));
+	ASSERT_EQ(-EINVAL, write_text_file(DBG "inject", "late_invalidate=-1", 18));
+	ASSERT_EQ(-EINVAL, write_text_file(DBG "inject", "late_invalidate=99999999", 24));
+	ASSERT_EQ(-EINVAL, write_text_file(DBG "inject", "bogus=1", 7));
+	ASSERT_EQ(-EINVAL, write_text_file(DBG "events", "clr", 3));
 	ASSERT_EQ(0, inject(0));
 }
 

@@ -143,6 +143,34 @@ static inline long anon_huge_kb(void)
 	return kb;
 }
 
+/* The module's reference count, or -1 if it is not loaded. */
+static inline int module_refs(void)
+{
+	char buf[32] = "";
+	int fd = open("/sys/module/secmmu/refcnt", O_RDONLY);
+
+	if (fd < 0)
+		return -1;
+	if (read(fd, buf, sizeof(buf) - 1) < 0)
+		buf[0] = 0;
+	close(fd);
+	return atoi(buf);
+}
+
+/* One write(2) of @len bytes to @path: 0, or -errno (-EIO if short). */
+static inline int write_text_file(const char *path, const char *s, size_t len)
+{
+	int fd = open(path, O_WRONLY);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = write(fd, s, len);
+	n = n < 0 ? -errno : (n == (ssize_t)len ? 0 : -EIO);
+	close(fd);
+	return n;
+}
+
 /*
  * Sets kernel.numa_balancing to @on and returns the old value (-1 if there
  * is none). The device's own page faults are NUMA hinting faults, so with
