@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Lifecycle: module unload while contexts exist, fork (the binding follows
- * the file, not the process), thread exit in a bound process, and several
- * threads racing bind/unbind/stream/verify/flush on one context.
+ * the file, not the process), execve while bound, thread exit in a bound
+ * process, several threads racing bind/unbind/stream/verify/flush on one
+ * context, and the bound process dying while the device engine is faulting
+ * on its mm or while the helper migrates one of its THPs.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
+#include <time.h>
 #include <sys/wait.h>
 
 #include "kselftest_harness.h"
@@ -154,6 +158,219 @@ TEST(concurrent_ops_on_one_context)
 	TH_LOG("%ld racing operations", ops);
 	ASSERT_LT(100, ops);
 	close(fd);
+	ASSERT_EQ(0, module_refs());
+}
+
+/*
+ * execve() while bound: the file (without O_CLOEXEC) survives the exec, the
+ * binding stays with the old mm, which is gone. The new program sees the
+ * device refuse it with the documented errors; unbind and close work.
+ */
+#define AFTER_EXEC_ENV "SECMMU_LIFECYCLE_AFTER_EXEC"
+
+/* Runs in the exec'd image: returns the number of the first unexpected
+ * result (0 if all are as documented). */
+static int after_exec(int fd)
+{
+	uint64_t x = 0;
+	struct secmmu_verify v;
+	int ret;
+
+	/* The old mm is gone: a device access finds no address space. */
+	if (dev_write(fd, &x, 8, NULL, 1) != -ESRCH)
+		return 10;
+	/* The stream stopped on the same error. */
+	ret = ioctl(fd, SECMMU_IOCTL_STREAM_STOP) ? errno : 0;
+	if (ret != ESRCH)
+		return 11;
+	/* Verifying reads the bound mm through the CPU: not ours. */
+	ret = ioctl(fd, SECMMU_IOCTL_STREAM_VERIFY, &v) ? errno : 0;
+	if (ret != EPERM)
+		return 12;
+	if (ioctl(fd, SECMMU_IOCTL_UNBIND))
+		return 13;
+	/* Bindable again, to the new mm. */
+	{
+		struct secmmu_bind b = { 0 };
+
+		if (ioctl(fd, SECMMU_IOCTL_BIND, &b))
+			return 14;
+	}
+	if (dev_write(fd, &x, 8, NULL, 7) || x != 7)
+		return 15;
+	close(fd);
+	return 0;
+}
+
+__attribute__((constructor)) static void maybe_after_exec(void)
+{
+	const char *fd = getenv(AFTER_EXEC_ENV);
+
+	if (fd)
+		_exit(after_exec(atoi(fd)));
+}
+
+TEST(execve_while_bound)
+{
+	char *mem = mmap(NULL, 16 * PAGE, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	int status;
+	pid_t pid;
+
+	ASSERT_NE(MAP_FAILED, mem);
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		struct secmmu_stream s = { .addr = (uintptr_t)mem, .stride = PAGE, .slots = 16 };
+		char env[64], *argv[] = { "lifecycle_test", NULL };
+		char *envp[] = { env, NULL };
+		int fd = secmmu_open_bound(0);
+
+		if (fd < 0 || ioctl(fd, SECMMU_IOCTL_STREAM_START, &s))
+			_exit(2);
+		usleep(20000);
+		snprintf(env, sizeof(env), AFTER_EXEC_ENV "=%d", fd);
+		execve("/proc/self/exe", argv, envp);
+		_exit(3);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_TRUE(WIFEXITED(status));
+	ASSERT_EQ(0, WEXITSTATUS(status)) TH_LOG("check %d after exec failed", WEXITSTATUS(status));
+	ASSERT_EQ(0, module_refs());
+}
+
+/* Reads one value the child sends when it is ready. */
+static int wait_ready(int rfd, uint64_t *v)
+{
+	return read(rfd, v, sizeof(*v)) == sizeof(*v) ? 0 : -1;
+}
+
+/*
+ * The bound process dies while the engine walks and faults its mm: a
+ * stream over 64 MiB of unpopulated memory with an 8-entry TLB misses on
+ * every write, so the engine is almost always inside a fill when the
+ * SIGKILL lands. Varying delays put the kill at different points.
+ */
+TEST(mm_teardown_mid_fault)
+{
+	uint64_t misses = global_stat("tlb_misses");
+	int round;
+
+	for (round = 0; round < 12; round++) {
+		int p[2], status;
+		uint64_t ready;
+		pid_t pid;
+
+		ASSERT_EQ(0, pipe(p));
+		pid = fork();
+		ASSERT_LE(0, pid);
+		if (pid == 0) {
+			size_t len = 64UL << 20;
+			char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE,
+					 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+			struct secmmu_stream s = { .addr = (uintptr_t)mem, .stride = PAGE,
+						   .slots = len / PAGE };
+			int fd = secmmu_open_bound(8);
+
+			if (mem == MAP_FAILED || fd < 0 ||
+			    ioctl(fd, SECMMU_IOCTL_STREAM_START, &s))
+				_exit(2);
+			ready = 1;
+			if (write(p[1], &ready, sizeof(ready)) != sizeof(ready))
+				_exit(3);
+			for (;;)
+				pause();
+		}
+		close(p[1]);
+		ASSERT_EQ(0, wait_ready(p[0], &ready));
+		close(p[0]);
+		usleep((round % 6) * 7000);
+		ASSERT_EQ(0, kill(pid, SIGKILL));
+		ASSERT_EQ(pid, waitpid(pid, &status, 0));
+		ASSERT_TRUE(WIFSIGNALED(status));
+	}
+	ASSERT_LT(misses + 100, global_stat("tlb_misses"));
+	ASSERT_EQ(0, module_refs());
+}
+
+struct migrate_call {
+	pid_t pid;
+	void *addr;
+	int node;
+	int ret;
+};
+
+static void *call_migrate(void *p)
+{
+	struct migrate_call *c = p;
+
+	c->ret = migrate_pid(c->pid, c->addr, c->node, false);
+	return NULL;
+}
+
+/*
+ * The bound process dies while the helper migrates its THP: the device's
+ * invalidations are made late (late_invalidate) so the helper is waiting
+ * for them, or copying, when the SIGKILL lands. The helper either finishes
+ * or fails cleanly; nothing is left behind.
+ */
+TEST(exit_during_helper_migration)
+{
+	static const int delays_ms[] = { 0, 5, 30, 80, 150 };
+	uint64_t fails = global_stat("thp_migration_failures");
+	uint64_t moves = global_stat("thp_migrations");
+	unsigned int i;
+
+	ASSERT_EQ(0, inject(100000));
+	for (i = 0; i < sizeof(delays_ms) / sizeof(delays_ms[0]); i++) {
+		struct migrate_call c = { 0 };
+		int p[2], status;
+		uint64_t addr;
+		pthread_t t;
+		pid_t pid;
+
+		ASSERT_EQ(0, pipe(p));
+		pid = fork();
+		ASSERT_LE(0, pid);
+		if (pid == 0) {
+			char *thp = thp_alloc(1);
+			struct secmmu_stream s = { .stride = PAGE, .slots = HPAGE / PAGE };
+			int fd = secmmu_open_bound(0);
+
+			if (!thp || fd < 0)
+				_exit(2);
+			s.addr = (uintptr_t)thp;
+			if (ioctl(fd, SECMMU_IOCTL_STREAM_START, &s))
+				_exit(3);
+			addr = (uintptr_t)thp;
+			if (write(p[1], &addr, sizeof(addr)) != sizeof(addr))
+				_exit(4);
+			for (;;)
+				pause();
+		}
+		close(p[1]);
+		ASSERT_EQ(0, wait_ready(p[0], &addr));
+		close(p[0]);
+		c.pid = pid;
+		c.addr = (void *)(uintptr_t)addr;
+		c.node = 1;
+		/* First to node 1 (or it is there already), then race back. */
+		c.ret = migrate_pid(pid, c.addr, 1, false);
+		ASSERT_TRUE(c.ret == 0 || c.ret == -EALREADY) TH_LOG("setup move: %d", c.ret);
+		c.node = 0;
+		ASSERT_EQ(0, pthread_create(&t, NULL, call_migrate, &c));
+		usleep(delays_ms[i] * 1000);
+		ASSERT_EQ(0, kill(pid, SIGKILL));
+		ASSERT_EQ(0, pthread_join(t, NULL));
+		ASSERT_EQ(pid, waitpid(pid, &status, 0));
+		TH_LOG("kill after %d ms: helper returned %d", delays_ms[i], c.ret);
+		EXPECT_TRUE(c.ret == 0 || c.ret == -ESRCH || c.ret == -EFAULT ||
+			    c.ret == -EBUSY || c.ret == -ENOENT || c.ret == -EAGAIN)
+			TH_LOG("unexpected helper result %d", c.ret);
+	}
+	ASSERT_EQ(0, inject(0));
+	ASSERT_LE(moves, global_stat("thp_migrations"));
+	ASSERT_LE(fails, global_stat("thp_migration_failures"));
 	ASSERT_EQ(0, module_refs());
 }
 

@@ -15,52 +15,6 @@
 #include "kselftest_harness.h"
 #include "secmmu_lib.h"
 
-#define DBG "/sys/kernel/debug/secmmu/"
-
-static int migrate(void *addr, int node, bool unhardened)
-{
-	char line[128];
-	int n = snprintf(line, sizeof(line), "%d %p %d%s\n", getpid(), addr, node,
-			 unhardened ? " unhardened" : "");
-
-	return write_text_file(DBG "migrate_thp", line, n);
-}
-
-static int inject(unsigned int us)
-{
-	char line[64];
-	int n = snprintf(line, sizeof(line), "late_invalidate=%u", us);
-
-	return write_text_file(DBG "inject", line, n);
-}
-
-static long read_file(const char *path, char *buf, size_t len)
-{
-	int fd = open(path, O_RDONLY);
-	long n, total = 0;
-
-	if (fd < 0)
-		return -errno;
-	while (total < (long)len - 1 && (n = read(fd, buf + total, len - 1 - total)) > 0)
-		total += n;
-	close(fd);
-	buf[total] = 0;
-	return total;
-}
-
-static uint64_t global_stat(const char *name)
-{
-	char buf[4096], *p;
-	size_t l = strlen(name);
-
-	if (read_file(DBG "stats", buf, sizeof(buf)) <= 0)
-		return ~0ULL;
-	for (p = buf; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-		if (!strncmp(p, name, l) && p[l] == ' ')
-			return strtoull(p + l + 1, NULL, 10);
-	return ~0ULL;
-}
-
 static uint64_t checksum(const char *p, size_t len)
 {
 	uint64_t h = 1469598103934665603ULL;

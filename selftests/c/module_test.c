@@ -15,24 +15,9 @@
 #include <unistd.h>
 
 #include "kselftest_harness.h"
+#include "secmmu_lib.h"
 
 #define DEBUGFS_DIR "/sys/kernel/debug/secmmu"
-
-static int read_file(const char *path, char *buf, size_t len)
-{
-	ssize_t n;
-	int fd;
-
-	fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, len - 1);
-	close(fd);
-	if (n < 0)
-		return -errno;
-	buf[n] = '\0';
-	return n;
-}
 
 static const char *module_path(void)
 {

@@ -8,6 +8,7 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -190,6 +191,62 @@ static inline int numa_balancing_set(int on)
 		c = -1;
 	close(fd);
 	return c;
+}
+
+#define DBG "/sys/kernel/debug/secmmu/"
+
+/* Asks the helper to move the THP at @addr of process @pid to @node. */
+static inline int migrate_pid(pid_t pid, void *addr, int node, bool unhardened)
+{
+	char line[128];
+	int n = snprintf(line, sizeof(line), "%d %p %d%s\n", pid, addr, node,
+			 unhardened ? " unhardened" : "");
+
+	return write_text_file(DBG "migrate_thp", line, n);
+}
+
+/* Moves the caller's THP at @addr to @node with the helper: 0 or -errno. */
+static inline int migrate(void *addr, int node, bool unhardened)
+{
+	return migrate_pid(getpid(), addr, node, unhardened);
+}
+
+/* Sets the late_invalidate injection (microseconds, 0 = off). */
+static inline int inject(unsigned int us)
+{
+	char line[64];
+	int n = snprintf(line, sizeof(line), "late_invalidate=%u", us);
+
+	return write_text_file(DBG "inject", line, n);
+}
+
+/* Reads a (small) file into @buf, NUL-terminated: length or -errno. */
+static inline long read_file(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY);
+	long n, total = 0;
+
+	if (fd < 0)
+		return -errno;
+	while (total < (long)len - 1 && (n = read(fd, buf + total, len - 1 - total)) > 0)
+		total += n;
+	close(fd);
+	buf[total] = 0;
+	return total;
+}
+
+/* One counter of the global stats file, or ~0 if unreadable. */
+static inline uint64_t global_stat(const char *name)
+{
+	char buf[4096], *p;
+	size_t l = strlen(name);
+
+	if (read_file(DBG "stats", buf, sizeof(buf)) <= 0)
+		return ~0ULL;
+	for (p = buf; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+		if (!strncmp(p, name, l) && p[l] == ' ')
+			return strtoull(p + l + 1, NULL, 10);
+	return ~0ULL;
 }
 
 #endif
