@@ -2,11 +2,15 @@
 
 //! Userspace side of the secmmu test device: the ABI of
 //! `include/uapi/secmmu.h`, readers for `/sys/kernel/debug/secmmu/`, the
-//! event-log parser and timeline renderer, and the seed scenario.
+//! event-log parser and timeline renderer, the seed scenario, the bounded
+//! stress run and the fuzzer.
 
 pub mod abi;
 pub mod debugfs;
 pub mod events;
+pub mod fuzz;
+pub mod rng;
 pub mod scenario;
+pub mod stress;
 pub mod sys;
 pub mod timeline;

@@ -8,13 +8,17 @@
 //! secmmu timeline [FILE] [--nth N]      one helper migration as a timeline
 //! secmmu migrate PID ADDR NODE [unhardened]
 //! secmmu scenario [--ktap] [--timelines] [--thps N] [--rounds N]
+//! secmmu stress [--ktap] [--seconds N] [--contexts N] [--thps N] [--seed N] [--min-migrations N]
+//! secmmu fuzz [--ktap] [--seed N] [--ops N] [--seconds N] [--break-model]
 //! ```
 
-use secmmu::{debugfs, events, scenario, timeline};
+use secmmu::{debugfs, events, fuzz, rng, scenario, stress, timeline};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: secmmu stats [CTX] | events | timeline [FILE] [--nth N] | \
-migrate PID ADDR NODE [unhardened] | scenario [--ktap] [--timelines] [--thps N] [--rounds N]";
+migrate PID ADDR NODE [unhardened] | scenario [--ktap] [--timelines] [--thps N] [--rounds N] | \
+stress [--ktap] [--seconds N] [--contexts N] [--thps N] [--seed N] [--min-migrations N] | \
+fuzz [--ktap] [--seed N] [--ops N] [--seconds N] [--break-model]";
 
 fn num(args: &[String], flag: &str, default: usize) -> Result<usize, String> {
     match args.iter().position(|a| a == flag) {
@@ -134,6 +138,83 @@ fn scenario_cmd(args: &[String]) -> Result<bool, String> {
     Ok(ok)
 }
 
+/// Prints named checks as KTAP (or plain lines); true if all held.
+fn print_checks(
+    ktap: bool,
+    prefix: &str,
+    info: &[String],
+    checks: &[(String, Option<String>)],
+) -> bool {
+    if ktap {
+        println!("TAP version 13\n1..{}", checks.len());
+    }
+    for l in info {
+        println!("{}{prefix}: {l}", if ktap { "# " } else { "" });
+    }
+    for (i, (name, bad)) in checks.iter().enumerate() {
+        match (ktap, bad) {
+            (true, None) => println!("ok {} {prefix}_{name}", i + 1),
+            (true, Some(why)) => {
+                for l in why.lines() {
+                    println!("# {prefix}_{name}: {l}");
+                }
+                println!("not ok {} {prefix}_{name}", i + 1);
+            }
+            (false, None) => println!("{prefix}: {name}: ok"),
+            (false, Some(why)) => println!("{prefix}: {name}: FAILED: {why}"),
+        }
+    }
+    checks.iter().all(|(_, b)| b.is_none())
+}
+
+fn stress_cmd(args: &[String]) -> Result<bool, String> {
+    let d = stress::Options::default();
+    let o = stress::Options {
+        seconds: num(args, "--seconds", d.seconds as usize)? as u64,
+        contexts: num(args, "--contexts", d.contexts)?.max(1),
+        thps: num(args, "--thps", d.thps)?.max(1),
+        seed: num(args, "--seed", d.seed as usize)? as u64,
+        min_migrations: num(args, "--min-migrations", d.min_migrations as usize)? as u64,
+    };
+    let r = stress::run(&o)?;
+    let mut info = r.lines;
+    info.extend(stress::INVARIANTS.iter().map(|i| format!("invariant: {i}")));
+    Ok(print_checks(
+        args.iter().any(|a| a == "--ktap"),
+        "stress",
+        &info,
+        &r.checks,
+    ))
+}
+
+fn fuzz_cmd(args: &[String]) -> Result<bool, String> {
+    let seed = match num(args, "--seed", 0)? as u64 {
+        0 => rng::clock_seed(),
+        s => s,
+    };
+    let o = fuzz::Options {
+        seed,
+        ops: num(args, "--ops", 2000)? as u64,
+        seconds: num(args, "--seconds", 60)? as u64,
+        break_model: args.iter().any(|a| a == "--break-model"),
+    };
+    let out = fuzz::run(&o)?;
+    let info = vec![
+        format!(
+            "seed {seed}, {} steps (replay: secmmu fuzz --seed {seed} --ops {})",
+            out.steps, out.steps
+        ),
+        format!("results: {}", fuzz::summary(&out)),
+    ];
+    let checks = vec![("sequence".to_string(), out.failure)];
+    Ok(print_checks(
+        args.iter().any(|a| a == "--ktap"),
+        "fuzz",
+        &info,
+        &checks,
+    ))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest = args.get(1..).unwrap_or(&[]);
@@ -158,6 +239,16 @@ fn main() -> ExitCode {
             }
         }
         Some("scenario") => match scenario_cmd(rest) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+        Some("stress") => match stress_cmd(rest) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+        Some("fuzz") => match fuzz_cmd(rest) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),

@@ -77,14 +77,14 @@ impl Row {
 }
 
 /// THP-backed memory: `n` 2 MiB-aligned huge pages.
-struct Region {
+pub(crate) struct Region {
     _map: Mapping,
-    base: *mut u8,
-    n: usize,
+    pub(crate) base: *mut u8,
+    pub(crate) n: usize,
 }
 
 impl Region {
-    fn new(n: usize) -> Result<Self, String> {
+    pub(crate) fn new(n: usize) -> Result<Self, String> {
         let map = Mapping::new((n + 1) * HPAGE, 0).map_err(|e| format!("mmap: {e}"))?;
         let base = ((map.ptr as usize + HPAGE - 1) & !(HPAGE - 1)) as *mut u8;
         // SAFETY: the aligned range lies inside the mapping.
@@ -96,7 +96,7 @@ impl Region {
         Ok(r)
     }
 
-    fn thp(&self, i: usize) -> *mut u8 {
+    pub(crate) fn thp(&self, i: usize) -> *mut u8 {
         self.base.wrapping_add(i * HPAGE)
     }
 
@@ -115,7 +115,7 @@ impl Region {
         }
     }
 
-    fn nodes(&self) -> Result<Vec<i32>, String> {
+    pub(crate) fn nodes(&self) -> Result<Vec<i32>, String> {
         (0..self.n)
             .map(|i| sys::node_of(self.thp(i)).map_err(|e| format!("move_pages query: {e}")))
             .collect()
@@ -138,12 +138,12 @@ fn crate_smaps_huge_kib(smaps: &str) -> u64 {
 }
 
 /// A bound device context streaming over a region.
-struct Device {
-    file: File,
+pub(crate) struct Device {
+    pub(crate) file: File,
 }
 
 impl Device {
-    fn bind() -> Result<Self, String> {
+    pub(crate) fn bind() -> Result<Self, String> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -154,7 +154,7 @@ impl Device {
         Ok(Self { file })
     }
 
-    fn start(&self, r: &Region) -> Result<(), String> {
+    pub(crate) fn start(&self, r: &Region) -> Result<(), String> {
         let mut s = Stream {
             addr: r.base as u64,
             stride: PAGE as u64,
@@ -165,7 +165,7 @@ impl Device {
             .map_err(|e| format!("stream start: {e}"))
     }
 
-    fn stop_and_verify(&self) -> Result<Verify, String> {
+    pub(crate) fn stop_and_verify(&self) -> Result<Verify, String> {
         let fd = self.file.as_raw_fd();
         let mut v = Verify::default();
         let stop = ioctl_ptr(fd, abi::STREAM_STOP, std::ptr::null_mut::<u8>());
@@ -174,7 +174,7 @@ impl Device {
         Ok(v)
     }
 
-    fn stats(&self) -> Result<Stats, String> {
+    pub(crate) fn stats(&self) -> Result<Stats, String> {
         let mut s = Stats::default();
         ioctl_ptr(self.file.as_raw_fd(), abi::GET_STATS, &mut s)
             .map_err(|e| format!("stats: {e}"))?;
@@ -182,7 +182,7 @@ impl Device {
     }
 }
 
-fn vmstat() -> Vec<(String, u64)> {
+pub(crate) fn vmstat() -> Vec<(String, u64)> {
     fs::read_to_string("/proc/vmstat")
         .unwrap_or_default()
         .lines()
@@ -193,7 +193,7 @@ fn vmstat() -> Vec<(String, u64)> {
         .collect()
 }
 
-fn vm_delta(before: &[(String, u64)], after: &[(String, u64)], key: &str) -> u64 {
+pub(crate) fn vm_delta(before: &[(String, u64)], after: &[(String, u64)], key: &str) -> u64 {
     let get = |s: &[(String, u64)]| s.iter().find(|(k, _)| k == key).map_or(0, |(_, v)| *v);
     get(after).saturating_sub(get(before))
 }

@@ -10,9 +10,14 @@ use std::io;
 
 pub const PROT_READ: i32 = 1;
 pub const PROT_WRITE: i32 = 2;
+pub const PROT_EXEC: i32 = 4;
+pub const MAP_FIXED: i32 = 0x10;
+pub const MADV_DONTNEED: i32 = 4;
+pub const MADV_DONTFORK: i32 = 10;
 pub const MAP_PRIVATE: i32 = 2;
 pub const MAP_ANONYMOUS: i32 = 0x20;
 pub const MAP_POPULATE: i32 = 0x8000;
+pub const MAP_NORESERVE: i32 = 0x4000;
 pub const MADV_HUGEPAGE: i32 = 14;
 pub const SYS_MOVE_PAGES: i64 = 279;
 pub const MPOL_MF_MOVE: i32 = 1 << 1;
@@ -28,6 +33,11 @@ extern "C" {
     ) -> *mut c_void;
     pub fn munmap(addr: *mut c_void, len: usize) -> i32;
     pub fn madvise(addr: *mut c_void, len: usize, advice: i32) -> i32;
+    pub fn mprotect(addr: *mut c_void, len: usize, prot: i32) -> i32;
+    pub fn fork() -> i32;
+    pub fn _exit(status: i32) -> !;
+    pub fn waitpid(pid: i32, status: *mut i32, options: i32) -> i32;
+    pub fn getpid() -> i32;
     pub fn ioctl(fd: i32, req: u64, ...) -> i32;
     pub fn syscall(nr: i64, ...) -> i64;
 }
@@ -47,6 +57,28 @@ impl Mapping {
                 len,
                 PROT_READ | PROT_WRITE,
                 MAP_PRIVATE | MAP_ANONYMOUS | flags,
+                -1,
+                0,
+            )
+        };
+        if p as isize == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { ptr: p.cast(), len })
+    }
+}
+
+impl Mapping {
+    /// Reserves `len` bytes of address space: `PROT_NONE`, no memory
+    /// committed; parts are mapped over it with `MAP_FIXED`.
+    pub fn reserve(len: usize) -> io::Result<Self> {
+        // SAFETY: anonymous mapping, no hint, no file.
+        let p = unsafe {
+            mmap(
+                std::ptr::null_mut(),
+                len,
+                0,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                 -1,
                 0,
             )
