@@ -7,16 +7,26 @@
 #   make check         build what is missing and run every test
 #   make vm-run CMD=.. run CMD in the VM (module inserted, cwd = checkout)
 #   make shell         interactive VM shell, same setup
+#   make stress        bounded stress in the VM (STRESS_SECONDS=120, STRESS_SEED=1)
+#   make bench         benchmarks in one VM boot, ratios (build/bench/bench.json)
+#   make fuzz          seeded fuzzer in the VM (FUZZ_SEED=random, FUZZ_OPS=20000,
+#                      FUZZ_SECONDS=600)
 #
 # KDIR=/path/to/kernel/build uses your own Rust-enabled kernel tree and host
-# toolchain instead of the provisioned ones (see README.md).
+# toolchain instead of the provisioned ones (see Documentation/usage.rst).
 
 SHELL := /bin/bash
 S := scripts
 export KDIR SECMMU_CACHE CMD
 
+STRESS_SECONDS ?= 120
+STRESS_SEED ?= 1
+FUZZ_SEED ?= 0
+FUZZ_OPS ?= 20000
+FUZZ_SECONDS ?= 600
+
 .PHONY: all rootfs kernel module clippy rustfmtcheck rustfmt selftests check \
-	demo vm-run shell clean
+	demo vm-run shell stress fuzz bench clean
 
 all: module
 
@@ -51,6 +61,19 @@ vm-run:
 	@test -n "$$CMD" || { echo "usage: make vm-run CMD='command'" >&2; exit 2; }
 	@$(S)/build-module.sh modules >/dev/null
 	@SECMMU_KBUILD=$$($(S)/kdir.sh $${SECMMU_FLAVOUR:-test}) $(S)/vm-run.sh --out build/vm/run -- "$$CMD"
+
+stress: module selftests
+	@SECMMU_KBUILD=$$($(S)/kdir.sh $${SECMMU_FLAVOUR:-test}) $(S)/vm-run.sh --out build/vm/stress -- \
+		build/bin/secmmu stress --ktap --seconds $(STRESS_SECONDS) --seed $(STRESS_SEED)
+
+fuzz: module selftests
+	@SECMMU_KBUILD=$$($(S)/kdir.sh $${SECMMU_FLAVOUR:-test}) $(S)/vm-run.sh --out build/vm/fuzz -- \
+		build/bin/secmmu fuzz --ktap --seed $(FUZZ_SEED) --ops $(FUZZ_OPS) --seconds $(FUZZ_SECONDS)
+
+bench: module selftests
+	@mkdir -p build/bench
+	@SECMMU_KBUILD=$$($(S)/kdir.sh $${SECMMU_FLAVOUR:-test}) $(S)/vm-run.sh --out build/vm/bench -- \
+		build/bin/secmmu bench --json build/bench/bench.json
 
 shell:
 	@$(S)/build-module.sh modules >/dev/null

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The debugfs control files: `migrate_thp`, `inject` and `events`.
+//! The debugfs control files: `migrate_thp`, `inject`, `events`,
+//! `invalidate_hist` and `bench_fill`.
 
-use crate::{migrate, shared::Shared};
+use crate::{bench, histogram, migrate, shared::Shared};
 use core::fmt;
 use kernel::{
     debugfs::{Dir, File},
@@ -20,10 +21,14 @@ pub(crate) struct Files {
     _inject: File<Arc<Shared>>,
     #[pin]
     _events: File<Arc<Shared>>,
+    #[pin]
+    _hist: File<Arc<Shared>>,
+    #[pin]
+    _bench: File<Arc<Shared>>,
 }
 
 impl Files {
-    /// Creates `migrate_thp`, `inject` and `events` in `dir`.
+    /// Creates the control files in `dir`.
     pub(crate) fn new(dir: &Dir, s: &Arc<Shared>) -> Result<Pin<KBox<Self>>> {
         KBox::pin_init(
             try_pin_init!(Self {
@@ -44,6 +49,18 @@ impl Files {
                     s.clone(),
                     &show_events,
                     &write_events,
+                ),
+                _hist <- dir.read_write_callback_file(
+                    c"invalidate_hist",
+                    s.clone(),
+                    &show_hist,
+                    &write_hist,
+                ),
+                _bench <- dir.read_write_callback_file(
+                    c"bench_fill",
+                    s.clone(),
+                    &show_bench,
+                    &bench::write,
                 ),
             }),
             GFP_KERNEL,
@@ -125,4 +142,26 @@ pub(crate) fn write_events(s: &Arc<Shared>, reader: &mut UserSliceReader) -> Res
         }
         _ => Err(EINVAL),
     }
+}
+
+/// Reading `invalidate_hist`: the callback-duration histogram.
+pub(crate) fn show_hist(_s: &Arc<Shared>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    histogram::INVALIDATE.show(f)
+}
+
+/// Writing `invalidate_hist`: `clear`.
+pub(crate) fn write_hist(_s: &Arc<Shared>, reader: &mut UserSliceReader) -> Result {
+    let mut buf = [0u8; MAX_LINE];
+    match read_line(reader, &mut buf)? {
+        "clear" => {
+            histogram::INVALIDATE.clear();
+            Ok(())
+        }
+        _ => Err(EINVAL),
+    }
+}
+
+/// Reading `bench_fill`: the last result.
+pub(crate) fn show_bench(s: &Arc<Shared>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    s.bench.lock().show(f)
 }

@@ -161,18 +161,18 @@ impl Context {
         }
         addr.checked_add(len).ok_or(EFAULT)?;
         let binding = self.bound()?;
+        if dir == Dir::Write && req.user_buf == 0 {
+            // A fill: no bounce buffer, the engine writes the value.
+            if addr % 8 != 0 || len % 8 != 0 {
+                return Err(EINVAL);
+            }
+            crate::job::run_fill(binding, addr, len, req.value)?;
+            return Ok(0);
+        }
         let mut buf = KVVec::<u8>::with_capacity(len, GFP_KERNEL)?;
         buf.resize(len, 0, GFP_KERNEL)?;
         let user = UserPtr::from_addr(usize::try_from(req.user_buf).map_err(|_| EFAULT)?);
         match dir {
-            Dir::Write if req.user_buf == 0 => {
-                if addr % 8 != 0 || len % 8 != 0 {
-                    return Err(EINVAL);
-                }
-                for word in buf.chunks_exact_mut(8) {
-                    word.copy_from_slice(&req.value.to_ne_bytes());
-                }
-            }
             Dir::Write => UserSlice::new(user, len).reader().read_slice(&mut buf)?,
             Dir::Read if req.user_buf == 0 => return Err(EFAULT),
             Dir::Read => {}

@@ -22,7 +22,7 @@
 
 use crate::{
     events::Kind,
-    mm_bindings as b,
+    histogram, mm_bindings as b,
     mmu_notifier::{Registration, SecondaryTlb},
     shared::{now_ns, Shared},
     stats::{Stat, Stats},
@@ -102,6 +102,20 @@ impl DeviceMmu {
 
 impl SecondaryTlb for DeviceMmu {
     fn invalidate_secondary_tlbs(&self, start: usize, end: usize) {
+        let t0 = now_ns();
+        self.invalidate_callback(start, end);
+        histogram::INVALIDATE.record(now_ns().saturating_sub(t0));
+    }
+
+    fn release(&self) {
+        self.released.store(true, Relaxed);
+        self.invalidate(0, usize::MAX);
+    }
+}
+
+impl DeviceMmu {
+    /// The secondary-TLB callback's work, timed by the caller.
+    fn invalidate_callback(&self, start: usize, end: usize) {
         self.shared
             .events
             .record(self.ctx, Kind::Invalidate, start as u64, end as u64, -1);
@@ -118,11 +132,6 @@ impl SecondaryTlb for DeviceMmu {
             return;
         }
         self.invalidate(start, end);
-    }
-
-    fn release(&self) {
-        self.released.store(true, Relaxed);
-        self.invalidate(0, usize::MAX);
     }
 }
 
@@ -374,6 +383,42 @@ impl Binding {
             Stat::DEVICE_READS
         };
         self.stats().inc(s);
+        Ok(())
+    }
+
+    /// Device fill: writes `value` to every 64-bit word of
+    /// `[va, va + len)` (both multiples of 8), per translation and page,
+    /// without a bounce buffer.
+    pub(crate) fn fill_u64(&self, va: usize, len: usize, value: u64) -> Result {
+        if va % 8 != 0 || len % 8 != 0 {
+            return Err(EINVAL);
+        }
+        let mut done = 0;
+        while done < len {
+            let cur = va.checked_add(done).ok_or(EFAULT)?;
+            let chunk = (PAGE_SIZE - cur % PAGE_SIZE).min(len - done);
+            self.with_translation(cur, Dir::Write, |t| {
+                let pfn = t.pfn_of(cur);
+                // SAFETY: as in `access`: the entry is live under the TLB
+                // lock, so `pfn` is the page mapped at `cur`.
+                let page = unsafe { b::secmmu_map_pfn(pfn) }.cast::<u8>();
+                // Userspace may access the same memory concurrently, as in
+                // `access`; the words are plain data.
+                // SAFETY: `cur % PAGE_SIZE + chunk <= PAGE_SIZE` and both
+                // are multiples of 8, so every word lies in the mapped page
+                // and is aligned.
+                unsafe {
+                    let words = page.add(cur % PAGE_SIZE).cast::<u64>();
+                    for i in 0..chunk / 8 {
+                        words.add(i).write(value);
+                    }
+                }
+                // SAFETY: `page` came from `secmmu_map_pfn` just above.
+                unsafe { b::secmmu_unmap(page.cast()) };
+            })?;
+            done += chunk;
+        }
+        self.stats().inc(Stat::DEVICE_WRITES);
         Ok(())
     }
 

@@ -18,12 +18,21 @@ use kernel::{
     workqueue::{new_work, Work, WorkItem},
 };
 
+/// What a job does.
+#[derive(Clone, Copy)]
+enum Op {
+    /// Copies between process memory and the job's buffer.
+    Copy(Dir),
+    /// Writes `value` to every 64-bit word of `len` bytes.
+    Fill { len: usize, value: u64 },
+}
+
 /// A device access in flight.
 #[pin_data]
 struct Job {
     binding: Arc<Binding>,
     addr: usize,
-    dir: Dir,
+    op: Op,
     #[pin]
     buf: Mutex<KVVec<u8>>,
     result: Atomic<i32>,
@@ -41,9 +50,12 @@ impl WorkItem for Job {
     type Pointer = Arc<Job>;
 
     fn run(this: Arc<Job>) {
-        let r = {
-            let mut buf = this.buf.lock();
-            this.binding.access(this.addr, &mut buf, this.dir)
+        let r = match this.op {
+            Op::Copy(dir) => {
+                let mut buf = this.buf.lock();
+                this.binding.access(this.addr, &mut buf, dir)
+            }
+            Op::Fill { len, value } => this.binding.fill_u64(this.addr, len, value),
         };
         this.result
             .store(r.err().map_or(0, |e| e.to_errno()), Relaxed);
@@ -59,11 +71,21 @@ pub(crate) fn run(
     buf: KVVec<u8>,
     dir: Dir,
 ) -> Result<KVVec<u8>> {
+    submit(binding, addr, buf, Op::Copy(dir))
+}
+
+/// Runs a device fill of `len` bytes at `addr` with the 64-bit `value` on
+/// the engine and waits for it.
+pub(crate) fn run_fill(binding: Arc<Binding>, addr: usize, len: usize, value: u64) -> Result {
+    submit(binding, addr, KVVec::new(), Op::Fill { len, value }).map(|_| ())
+}
+
+fn submit(binding: Arc<Binding>, addr: usize, buf: KVVec<u8>, op: Op) -> Result<KVVec<u8>> {
     let job = Arc::pin_init(
         pin_init!(Job {
             binding,
             addr,
-            dir,
+            op,
             buf <- new_mutex!(buf),
             result: Atomic::new(0),
             done <- Completion::new(),

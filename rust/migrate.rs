@@ -85,7 +85,7 @@ impl LastResult {
     }
 }
 
-fn parse_u64(s: &str) -> Result<u64> {
+pub(crate) fn parse_u64(s: &str) -> Result<u64> {
     let (digits, radix) = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(hex) => (hex, 16),
         None => (s, 10),

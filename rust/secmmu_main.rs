@@ -10,7 +10,7 @@
 //! - [`device`]: `/dev/secmmu`, one device context per open file.
 //! - `/sys/kernel/debug/secmmu/`: `version`, `stats`, `ctx/<id>/stats`.
 //!
-//! `Documentation/secmmu.rst` in the project describes the interface.
+//! `Documentation/reference.rst` in the project describes the interface.
 
 use kernel::{
     bindings,
@@ -20,10 +20,12 @@ use kernel::{
     sync::Arc,
 };
 
+mod bench;
 mod control;
 mod device;
 mod engine;
 mod events;
+mod histogram;
 mod job;
 mod migrate;
 mod mm_bindings;

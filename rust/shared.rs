@@ -5,7 +5,7 @@
 //! migration helper can find every secondary TLB of an mm), the fault
 //! injection settings, and the range the helper is migrating.
 
-use crate::{engine::Binding, events::EventLog, migrate::LastResult};
+use crate::{bench::LastBench, engine::Binding, events::EventLog, migrate::LastResult};
 use kernel::{
     bindings, new_mutex, new_spinlock,
     prelude::*,
@@ -40,6 +40,9 @@ pub(crate) struct Shared {
     /// Serialises helper runs and keeps the last result.
     #[pin]
     pub(crate) helper: Mutex<LastResult>,
+    /// The last `bench_fill` result.
+    #[pin]
+    pub(crate) bench: Mutex<LastBench>,
 }
 
 /// `ktime_get()` in nanoseconds.
@@ -61,6 +64,7 @@ impl Shared {
                 corrupt_copy: Atomic::new(false),
                 migrating <- new_spinlock!(None),
                 helper <- new_mutex!(LastResult::default()),
+                bench <- new_mutex!(LastBench::default()),
             }),
             GFP_KERNEL,
         )
@@ -88,6 +92,11 @@ impl Shared {
             out.push(b.clone(), GFP_KERNEL)?;
         }
         Ok(out)
+    }
+
+    /// The bound context with id `ctx`, if any.
+    pub(crate) fn by_ctx(&self, ctx: u32) -> Option<Arc<Binding>> {
+        self.bound.lock().iter().find(|b| b.ctx() == ctx).cloned()
     }
 
     /// The `late_invalidate` delay in microseconds (0: off).

@@ -4,7 +4,7 @@
 //! context (`/sys/kernel/debug/secmmu/ctx/<id>/stats`), printed one
 //! `name value` per line like `/proc/vmstat`. The order is that of
 //! `enum secmmu_stat` in `include/uapi/secmmu.h`, which `SECMMU_IOCTL_GET_STATS`
-//! returns; `Documentation/secmmu.rst` says what each counts.
+//! returns; `Documentation/reference.rst` says what each counts.
 
 use crate::mm_bindings as b;
 use core::fmt;

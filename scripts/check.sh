@@ -42,6 +42,16 @@ record "build secmmu.ko" $? || true
 rc=$?; record "build selftests" $rc; ((rc == 0)) || tail -n 30 "$results/selftests-build.log"
 
 echo "== lint"
+"$SECMMU_TOP/scripts/check-docs.sh" >"$results/docs.log" 2>&1
+rc=$?; record "Documentation/*.rst parse strictly (docutils), index lists them all" $rc
+((rc == 0)) || grep -E '^FAIL' "$results/docs.log"
+# The check fails on broken markup: a copy with an unterminated literal.
+bad="$results/docs-broken"
+rm -rf "$bad" && cp -r "$SECMMU_TOP/Documentation" "$bad" && printf '\nBroken ``literal\n' >>"$bad/usage.rst"
+SECMMU_DOCS=$bad "$SECMMU_TOP/scripts/check-docs.sh" >"$results/docs-broken.log" 2>&1
+rc=$?
+grep -q '^FAIL usage.rst' "$results/docs-broken.log"; found=$?
+record "the documentation check fails on broken markup" $((rc == 0 || found != 0))
 "$SECMMU_TOP/scripts/build-module.sh" rustfmtcheck >"$results/rustfmt.log" 2>&1
 rc=$?; record "rustfmtcheck (module)" $rc; ((rc == 0)) || tail -n 30 "$results/rustfmt.log"
 "$SECMMU_TOP/scripts/build-module.sh" clippy >"$results/clippy.log" 2>&1
@@ -94,6 +104,31 @@ out="$SECMMU_TOP/build/vm/runner-status"
 SECMMU_QUIET=1 "$SECMMU_TOP/scripts/vm-run.sh" --out "$out" -- 'exit 3' 2>/dev/null
 rc=$?
 record "runner returns the command's exit status (3, got $rc)" $((rc != 3))
+
+# The whole suite again on the debug kernel (KASAN, lockdep, DEBUG_VM,
+# kmemleak, Rust debug assertions and overflow checks). SECMMU_CHECK_DEBUG=0
+# skips it (e.g. with KDIR=, where there is only the user's kernel).
+if [ "${SECMMU_CHECK_DEBUG:-1}" = 1 ] && [ -z "${KDIR:-}" ] && [ "$flavour" = test ]; then
+	echo "== selftests on the debug kernel"
+	if dkb=$("$SECMMU_TOP/scripts/kdir.sh" debug 2>"$results/debug-kernel.log"); then
+		echo "debug kernel: $dkb"
+		SECMMU_FLAVOUR=debug "$SECMMU_TOP/scripts/build-module.sh" modules >"$results/module-debug.log" 2>&1
+		rc=$?; record "build secmmu.ko for the debug kernel" $rc
+		if ((rc == 0)); then
+			SECMMU_KBUILD=$dkb SECMMU_QUIET=1 "$SECMMU_TOP/scripts/vm-run.sh" \
+				--out "$SECMMU_TOP/build/vm/selftests-debug" -- selftests/run_vm_tests.sh
+			add_counts "VM selftests on the debug kernel (KTAP + dmesg scan + kmemleak)" \
+				"$SECMMU_TOP/build/vm/selftests-debug/counts"
+			grep -E '^not ok ' "$SECMMU_TOP/build/vm/selftests-debug/output.log" | sed 's/^/    /'
+		fi
+		# Leave the module built for the test kernel, as make demo expects.
+		"$SECMMU_TOP/scripts/build-module.sh" modules >>"$results/module.log" 2>&1 ||
+			record "rebuild secmmu.ko for the test kernel" 1
+	else
+		tail -n 20 "$results/debug-kernel.log"
+		record "build the debug kernel" 1
+	fi
+fi
 
 echo
 echo "== summary ($(($(date +%s) - T0)) s)"

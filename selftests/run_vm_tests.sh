@@ -8,6 +8,10 @@ rc=0
 # NUMA balancing would move pages behind the tests' backs (the device's own
 # faults are NUMA hinting faults); the scenario turns it on for its run.
 echo 0 >/proc/sys/kernel/numa_balancing
+# Leak detection where the kernel has it (the debug kernel): forget what
+# boot left, judge only what the tests leave.
+leaks=/sys/kernel/debug/kmemleak
+[ -w "$leaks" ] && echo clear >"$leaks"
 for t in "$bin"/c/* "$bin"/rust/*; do
 	[ -x "$t" ] || continue
 	echo "# selftest: $(basename "$t")"
@@ -38,4 +42,21 @@ fi
 echo "# selftest: secmmu stress (short)"
 "$top/build/bin/secmmu" stress --ktap --seconds "${SECMMU_STRESS_SHORT:-20}" \
 	--min-migrations "${SECMMU_STRESS_SHORT_MIN:-50}" || rc=1
+# Leaks: kmemleak reports an object once it has been unreferenced for a
+# while and seen by two scans.
+if [ -w "$leaks" ]; then
+	echo "# selftest: kmemleak"
+	echo "TAP version 13"
+	echo "1..1"
+	echo scan >"$leaks"; sleep 6; echo scan >"$leaks"
+	found=$(grep -c '^unreferenced object' "$leaks")
+	if [ "$found" = 0 ]; then
+		echo "ok 1 kmemleak_no_leaks"
+	else
+		echo "# kmemleak: $found unreferenced object(s):"
+		head -n 60 "$leaks" | sed 's/^/# /'
+		echo "not ok 1 kmemleak_no_leaks"
+		rc=1
+	fi
+fi
 exit "$rc"

@@ -3,9 +3,10 @@
 //! Userspace side of the secmmu test device: the ABI of
 //! `include/uapi/secmmu.h`, readers for `/sys/kernel/debug/secmmu/`, the
 //! event-log parser and timeline renderer, the seed scenario, the bounded
-//! stress run and the fuzzer.
+//! stress run, the fuzzer and the benchmarks.
 
 pub mod abi;
+pub mod bench;
 pub mod debugfs;
 pub mod events;
 pub mod fuzz;

@@ -10,15 +10,17 @@
 //! secmmu scenario [--ktap] [--timelines] [--thps N] [--rounds N]
 //! secmmu stress [--ktap] [--seconds N] [--contexts N] [--thps N] [--seed N] [--min-migrations N]
 //! secmmu fuzz [--ktap] [--seed N] [--ops N] [--seconds N] [--break-model]
+//! secmmu bench [--thps N] [--rounds N] [--loops N] [--json FILE]
 //! ```
 
-use secmmu::{debugfs, events, fuzz, rng, scenario, stress, timeline};
+use secmmu::{bench, debugfs, events, fuzz, rng, scenario, stress, timeline};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: secmmu stats [CTX] | events | timeline [FILE] [--nth N] | \
 migrate PID ADDR NODE [unhardened] | scenario [--ktap] [--timelines] [--thps N] [--rounds N] | \
 stress [--ktap] [--seconds N] [--contexts N] [--thps N] [--seed N] [--min-migrations N] | \
-fuzz [--ktap] [--seed N] [--ops N] [--seconds N] [--break-model]";
+fuzz [--ktap] [--seed N] [--ops N] [--seconds N] [--break-model] | \
+bench [--thps N] [--rounds N] [--loops N] [--json FILE]";
 
 fn num(args: &[String], flag: &str, default: usize) -> Result<usize, String> {
     match args.iter().position(|a| a == flag) {
@@ -215,6 +217,24 @@ fn fuzz_cmd(args: &[String]) -> Result<bool, String> {
     ))
 }
 
+fn bench_cmd(args: &[String]) -> Result<(), String> {
+    let d = bench::Options::default();
+    let o = bench::Options {
+        thps: num(args, "--thps", d.thps)?.max(1),
+        rounds: num(args, "--rounds", d.rounds)?.max(1),
+        loops: num(args, "--loops", d.loops)?.max(1),
+    };
+    let rep = bench::run(&o)?;
+    print!("{}", bench::table(&o, &rep));
+    let accel = std::env::var("SECMMU_ACCEL").unwrap_or_else(|_| "unknown".into());
+    if let Some(i) = args.iter().position(|a| a == "--json") {
+        let path = args.get(i + 1).ok_or("--json needs a file name")?;
+        std::fs::write(path, bench::json(&o, &rep, &accel)).map_err(|e| format!("{path}: {e}"))?;
+        println!("raw rounds: {path}");
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest = args.get(1..).unwrap_or(&[]);
@@ -248,6 +268,7 @@ fn main() -> ExitCode {
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
         },
+        Some("bench") => bench_cmd(rest),
         Some("fuzz") => match fuzz_cmd(rest) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,
