@@ -59,6 +59,8 @@ pub(crate) struct LastResult {
     from: i32,
     result: i32,
     copy_ns: u64,
+    verify_ns: u64,
+    total_ns: u64,
     verified: bool,
     caught: u64,
 }
@@ -71,7 +73,7 @@ impl LastResult {
         }
         writeln!(
             f,
-            "pid={} addr={:#x} from={} to={} mode={} result={} copy_ns={} verified={} late_invalidations_caught={}",
+            "pid={} addr={:#x} from={} to={} mode={} result={} copy_ns={} verify_ns={} total_ns={} verified={} late_invalidations_caught={}",
             self.req.pid,
             self.req.addr,
             self.from,
@@ -79,6 +81,8 @@ impl LastResult {
             if self.req.unhardened { "unhardened" } else { "hardened" },
             self.result,
             self.copy_ns,
+            self.verify_ns,
+            self.total_ns,
             u8::from(self.verified),
             self.caught,
         )
@@ -170,6 +174,7 @@ impl Drop for MmUser {
 struct Done {
     from: i32,
     copy_ns: u64,
+    verify_ns: u64,
     verified: bool,
     caught: u64,
 }
@@ -182,11 +187,14 @@ pub(crate) fn migrate_thp(shared: &Shared, req: Request, last: &mut LastResult) 
         from: -1,
         ..Default::default()
     };
+    let t0 = now_ns();
     let r = run(shared, req);
+    last.total_ns = now_ns().saturating_sub(t0);
     match &r {
         Ok(done) => {
             last.from = done.from;
             last.copy_ns = done.copy_ns;
+            last.verify_ns = done.verify_ns;
             last.verified = done.verified;
             last.caught = done.caught;
             Stats::inc_global(Stat::THP_MIGRATIONS);
@@ -334,6 +342,7 @@ fn run(shared: &Shared, req: Request) -> core::result::Result<Done, Failure> {
     ev.record(0, Kind::CopyEnd, src_pfn as u64, dst_pfn as u64, req.node);
 
     let mut verified = false;
+    let mut verify_ns = 0;
     if req.unhardened {
         // The pre-fix ordering: the secondary TLB hears of it only now,
         // after the copy. Let injected late invalidations run their course,
@@ -348,8 +357,10 @@ fn run(shared: &Shared, req: Request) -> core::result::Result<Done, Failure> {
             bnd.force_invalidate(start, end);
         }
     } else {
+        let t1 = now_ns();
         // SAFETY: as for the copy.
         let diff = unsafe { b::secmmu_cmp_thp(dst_pfn, src_pfn) };
+        verify_ns = now_ns().saturating_sub(t1);
         if diff >= 0 {
             Stats::inc_global(Stat::THP_VERIFY_FAILURES);
             // SAFETY: as above; `dst` is still all 0: nothing handed over.
@@ -403,6 +414,7 @@ fn run(shared: &Shared, req: Request) -> core::result::Result<Done, Failure> {
     Ok(Done {
         from,
         copy_ns,
+        verify_ns,
         verified,
         caught,
     })

@@ -140,18 +140,44 @@ fn ctx_stats(f: &File) -> Result<Stats, String> {
     Ok(s)
 }
 
-/// Moves every THP of `r` to `node` with one method; returns THPs/s.
-fn move_batch(r: &Region, node: i32, method: &str) -> Result<f64, String> {
+/// The helper's own timings of its last migration (`migrate_thp`).
+#[derive(Default, Clone, Copy)]
+struct HelperTimes {
+    copy_ns: f64,
+    verify_ns: f64,
+    total_ns: f64,
+}
+
+fn helper_times() -> Result<HelperTimes, String> {
+    let t = debugfs::read("migrate_thp")?;
+    let get = |k: &str| -> f64 {
+        t.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=')?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    Ok(HelperTimes {
+        copy_ns: get("copy_ns"),
+        verify_ns: get("verify_ns"),
+        total_ns: get("total_ns"),
+    })
+}
+
+/// Moves every THP of `r` to `node` with one method; returns THPs/s and,
+/// for the helper, the sums of its own timings.
+fn move_batch(r: &Region, node: i32, method: &str) -> Result<(f64, HelperTimes), String> {
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { sys::getpid() };
-    let t0 = Instant::now();
+    let mut secs = 0.0;
+    let mut sum = HelperTimes::default();
     match method {
         "move_pages" => {
             let pages: Vec<*mut u8> = (0..r.n).map(|i| r.thp(i)).collect();
             let nodes = vec![node; r.n];
             let mut status = vec![0i32; r.n];
+            let t0 = Instant::now();
             sys::move_pages(&pages, Some(&nodes), &mut status)
                 .map_err(|e| format!("move_pages: {e}"))?;
+            secs = t0.elapsed().as_secs_f64();
             if let Some(s) = status.iter().find(|&&s| s != node) {
                 return Err(format!("move_pages left a THP with status {s}"));
             }
@@ -164,13 +190,18 @@ fn move_batch(r: &Region, node: i32, method: &str) -> Result<f64, String> {
             };
             for i in 0..r.n {
                 let line = format!("{pid} {:#x} {node}{mode}", r.thp(i) as usize);
+                let t0 = Instant::now();
                 debugfs::write("migrate_thp", &line)
                     .map_err(|e| format!("migrate_thp {line}: {e}"))?;
+                secs += t0.elapsed().as_secs_f64();
+                let h = helper_times()?;
+                sum.copy_ns += h.copy_ns;
+                sum.verify_ns += h.verify_ns;
+                sum.total_ns += h.total_ns;
             }
         }
     }
-    let secs = t0.elapsed().as_secs_f64();
-    Ok(r.n as f64 / secs.max(1e-9))
+    Ok((r.n as f64 / secs.max(1e-9), sum))
 }
 
 fn bench_migration(o: &Options, rep: &mut Report) -> Result<(), String> {
@@ -184,6 +215,13 @@ fn bench_migration(o: &Options, rep: &mut Report) -> Result<(), String> {
         .collect();
     // First touch spread them over both nodes: gather them on node 0.
     move_batch(&r, 0, "move_pages")?;
+    let mut own: Vec<Series> = ["copy", "verify", "total"]
+        .iter()
+        .flat_map(|k| {
+            ["hardened", "unhardened"]
+                .map(|m| Series::new(&format!("helper_{m}_{k}_per_thp"), "ns (the helper's own)"))
+        })
+        .collect();
     let mut node = 0;
     for round in 0..o.rounds {
         for k in 0..methods.len() {
@@ -193,8 +231,14 @@ fn bench_migration(o: &Options, rep: &mut Report) -> Result<(), String> {
                 dev_fill(&dev, r.thp(i) as usize + 64, 8, round as u64)?;
             }
             node ^= 1;
-            let rate = move_batch(&r, node, methods[m])?;
+            let (rate, t) = move_batch(&r, node, methods[m])?;
             series[m].rounds.push(rate);
+            if m < 2 {
+                let n = r.n as f64;
+                own[m].rounds.push(t.copy_ns / n);
+                own[2 + m].rounds.push(t.verify_ns / n);
+                own[4 + m].rounds.push(t.total_ns / n);
+            }
         }
     }
     let ratio = |a: &Series, b: &Series| a.median() / b.median().max(1e-9);
@@ -220,6 +264,7 @@ fn bench_migration(o: &Options, rep: &mut Report) -> Result<(), String> {
         met: true,
     });
     rep.series.extend(series);
+    rep.series.extend(own);
     Ok(())
 }
 
@@ -403,6 +448,9 @@ pub fn run(o: &Options) -> Result<Report, String> {
         ratios: Vec::new(),
         notes: Vec::new(),
     };
+    // One CPU: TLB shootdowns then need no cross-CPU interrupt, which
+    // under TCG waits for the other vCPU's thread and swamps the numbers.
+    sys::pin_to_cpu(0).map_err(|e| format!("pin to CPU 0: {e}"))?;
     // NUMA balancing would move the THPs behind the benchmark's back.
     const BALANCING: &str = "/proc/sys/kernel/numa_balancing";
     let old = fs::read_to_string(BALANCING).ok();
@@ -415,6 +463,7 @@ pub fn run(o: &Options) -> Result<Report, String> {
     if let Some(v) = old {
         let _ = fs::write(BALANCING, v.trim());
     }
+    sys::unpin();
     r.map(|()| rep)
 }
 

@@ -350,6 +350,8 @@ fn numa_toucher(thps: Thps, stop: Arc<AtomicBool>, c: Arc<Counts>) {
                     unsafe { ((a + off) as *const u8).read_volatile() };
                 }
             }
+            // Leave the CPUs to the drivers and the device.
+            thread::sleep(Duration::from_millis(20));
         }
         cpu ^= 1;
     }
