@@ -34,7 +34,7 @@ rootfs:
 	@$(S)/provision-rootfs.sh
 
 kernel:
-	@$(S)/kdir.sh >/dev/null
+	@$(S)/kdir.sh $${SECMMU_FLAVOUR:-test} >/dev/null
 
 module:
 	@$(S)/build-module.sh modules
@@ -60,6 +60,7 @@ demo:
 vm-run:
 	@test -n "$$CMD" || { echo "usage: make vm-run CMD='command'" >&2; exit 2; }
 	@$(S)/build-module.sh modules >/dev/null
+	@$(S)/build-selftests.sh >/dev/null
 	@SECMMU_KBUILD=$$($(S)/kdir.sh $${SECMMU_FLAVOUR:-test}) $(S)/vm-run.sh --out build/vm/run -- "$$CMD"
 
 stress: module selftests

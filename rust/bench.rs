@@ -120,7 +120,8 @@ fn parse(reader: &mut UserSliceReader) -> Result<(u32, usize, usize)> {
     let line = buf.get_mut(..len).ok_or(EINVAL)?;
     reader.read_slice(line)?;
     let text = core::str::from_utf8(line).map_err(|_| EINVAL)?;
-    let mut it = text.trim_end_matches('\n').split(' ');
+    // Fields separated by any whitespace, as `migrate_thp` takes them.
+    let mut it = text.split_whitespace();
     let ctx = it
         .next()
         .ok_or(EINVAL)?

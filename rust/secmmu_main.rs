@@ -8,7 +8,10 @@
 //!   shares the process page tables and caches translations without page
 //!   references.
 //! - [`device`]: `/dev/secmmu`, one device context per open file.
-//! - `/sys/kernel/debug/secmmu/`: `version`, `stats`, `ctx/<id>/stats`.
+//! - `/sys/kernel/debug/secmmu/`: `version`, `stats`, `ctx/<id>/stats`,
+//!   `migrate_thp` ([`migrate`]), `inject`, `events` ([`events`]),
+//!   `invalidate_hist` ([`histogram`]) and `bench_fill` ([`bench`]); the
+//!   control files are created in [`control`].
 //!
 //! `Documentation/reference.rst` in the project describes the interface.
 

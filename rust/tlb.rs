@@ -23,7 +23,7 @@ pub(crate) const PAGE_SIZE: usize = 4096;
 /// Size of a PMD-mapped transparent huge page.
 pub(crate) const HUGE_SIZE: usize = 2 << 20;
 
-/// The default and the largest TLB capacity, in entries.
+/// The TLB capacity, in entries, of a context bound with `tlb_entries` 0.
 pub(crate) const DEFAULT_CAPACITY: usize = 512;
 /// The largest capacity a context may ask for.
 pub(crate) const MAX_CAPACITY: usize = 65536;

@@ -75,8 +75,11 @@ for crate in "$SECMMU_TOP"/selftests/rust "$SECMMU_TOP"/tools/secmmu; do
 done
 
 echo "== selftests in the VM"
-SECMMU_QUIET=1 "$SECMMU_TOP/scripts/vm-run.sh" --out "$SECMMU_TOP/build/vm/selftests" -- \
-	selftests/run_vm_tests.sh
+# The guest does not inherit this environment: hand the suite's knobs over
+# in the command.
+suite="SECMMU_FUZZ_SEED=${SECMMU_FUZZ_SEED:-20261127} SECMMU_STRESS_SHORT=${SECMMU_STRESS_SHORT:-20}"
+suite+=" SECMMU_STRESS_SHORT_MIN=${SECMMU_STRESS_SHORT_MIN:-50} selftests/run_vm_tests.sh"
+SECMMU_QUIET=1 "$SECMMU_TOP/scripts/vm-run.sh" --out "$SECMMU_TOP/build/vm/selftests" -- "$suite"
 add_counts "VM selftests (KTAP + dmesg scan)" "$SECMMU_TOP/build/vm/selftests/counts"
 grep -E '^(not ok|ok) ' "$SECMMU_TOP/build/vm/selftests/output.log" | sed 's/^/    /'
 grep -E '^#.*(FAIL|fail)' "$SECMMU_TOP/build/vm/selftests/output.log" | head -n 20 | sed 's/^/    /'
@@ -116,7 +119,7 @@ if [ "${SECMMU_CHECK_DEBUG:-1}" = 1 ] && [ -z "${KDIR:-}" ] && [ "$flavour" = te
 		rc=$?; record "build secmmu.ko for the debug kernel" $rc
 		if ((rc == 0)); then
 			SECMMU_KBUILD=$dkb SECMMU_QUIET=1 "$SECMMU_TOP/scripts/vm-run.sh" \
-				--out "$SECMMU_TOP/build/vm/selftests-debug" -- selftests/run_vm_tests.sh
+				--out "$SECMMU_TOP/build/vm/selftests-debug" -- "$suite"
 			add_counts "VM selftests on the debug kernel (KTAP + dmesg scan + kmemleak)" \
 				"$SECMMU_TOP/build/vm/selftests-debug/counts"
 			grep -E '^not ok ' "$SECMMU_TOP/build/vm/selftests-debug/output.log" | sed 's/^/    /'

@@ -72,7 +72,7 @@ if [ "$shell" = 1 ]; then
 fi
 
 t0=$(date +%s)
-log "booting the test kernel ($acc, 2 vCPUs, 2 NUMA nodes)"
+log "booting $(basename "$kb") ($acc, 2 vCPUs, 2 NUMA nodes)"
 rc=0
 run_cmd "cd $(q "$SECMMU_TOP") && vng $(q "${vng_args[@]}") \
 	--exec $(q "SECMMU_ACCEL=$acc bash $SECMMU_TOP/scripts/guest-run.sh $(q "$out") $module $(q "$cmd")") \

@@ -20,7 +20,8 @@ _Static_assert(offsetof(struct secmmu_access, user_buf) == 24, "user_buf");
 _Static_assert(sizeof(struct secmmu_stream) == 24, "secmmu_stream");
 _Static_assert(sizeof(struct secmmu_verify) == 32, "secmmu_verify");
 _Static_assert(sizeof(struct secmmu_stats) == 8 * SECMMU_NR_STATS + 16, "secmmu_stats");
-/* The Rust selftests build the same numbers (selftests/rust/src/secmmu.rs). */
+/* The Rust side builds the same numbers (tools/secmmu/src/abi.rs, also used
+ * by the Rust selftests). */
 _Static_assert(SECMMU_IOCTL_BIND == 0x4008b701, "BIND");
 _Static_assert(SECMMU_IOCTL_UNBIND == 0xb702, "UNBIND");
 _Static_assert(SECMMU_IOCTL_WRITE == 0x4028b703, "WRITE");
@@ -165,6 +166,37 @@ TEST_F(dev, value_fill_and_flush)
 	ASSERT_EQ(inv + 1, dev_stat(self->fd, SECMMU_STAT_INVALIDATIONS));
 	ASSERT_EQ(0, dev_write(self->fd, self->mem, 8, NULL, 3));
 	ASSERT_EQ(3, dev_stat(self->fd, SECMMU_STAT_TLB_FILLS));
+}
+
+/* bench_fill: the fill lands through the context's TLB; the file refuses a
+ * task of another mm, an unbound context and a range with no memory. */
+TEST_F(dev, bench_fill)
+{
+	struct secmmu_stats st;
+	char line[128], res[256];
+	int n, status;
+	pid_t pid;
+
+	ASSERT_EQ(0, ioctl(self->fd, SECMMU_IOCTL_GET_STATS, &st));
+	n = snprintf(line, sizeof(line), "%u %p %lu", st.ctx_id, self->thp, HPAGE);
+	ASSERT_EQ(0, write_text_file(DBG "bench_fill", line, n));
+	ASSERT_EQ(0x5a5a5a5a5a5a5a5aULL, *(uint64_t *)(self->thp + HPAGE - 8));
+	ASSERT_LT(0, read_file(DBG "bench_fill", res, sizeof(res)));
+	ASSERT_NE(NULL, strstr(res, "bytes 2097152")) TH_LOG("%s", res);
+	ASSERT_NE(NULL, strstr(res, "device_ns ")) TH_LOG("%s", res);
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		/* The fork has its own mm: not the context's. */
+		_exit(write_text_file(DBG "bench_fill", line, n) == -EPERM ? 0 : 1);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_EQ(0, WEXITSTATUS(status));
+	n = snprintf(line, sizeof(line), "%u 0x1000 4096", st.ctx_id);
+	ASSERT_EQ(-EFAULT, write_text_file(DBG "bench_fill", line, n));
+	ASSERT_EQ(0, ioctl(self->fd, SECMMU_IOCTL_UNBIND));
+	n = snprintf(line, sizeof(line), "%u %p 8", st.ctx_id, self->thp);
+	ASSERT_EQ(-ENOENT, write_text_file(DBG "bench_fill", line, n));
 }
 
 TEST_F(dev, tlb_capacity_evicts)

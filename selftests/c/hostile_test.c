@@ -77,6 +77,21 @@ static const struct text_case text_cases[] = {
 	T("events", "CLEAR", -EINVAL), T("events", "clearx", -EINVAL),
 	T("events", "\n", -EINVAL), TL("events", "clear\0", 6, -EINVAL),
 	TL("events", "\xc3\x28", 2, -EINVAL), T("events", "clear", 0), T("events", "clear\n", 0),
+	/* invalidate_hist */
+	T("invalidate_hist", "clr", -EINVAL), T("invalidate_hist", "clear\n\n", -EINVAL),
+	T("invalidate_hist", " clear", -EINVAL), TL("invalidate_hist", "clear\0", 6, -EINVAL),
+	T("invalidate_hist", "clear", 0), T("invalidate_hist", "clear\n", 0),
+	/* bench_fill: CTX ADDR LEN (no context 999999 exists) */
+	T("bench_fill", "1", -EINVAL), T("bench_fill", "1 0x1000", -EINVAL),
+	T("bench_fill", "1 0x1000 8 9", -EINVAL), T("bench_fill", "x 0x1000 8", -EINVAL),
+	T("bench_fill", "-1 0x1000 8", -EINVAL), T("bench_fill", "4294967296 0x1000 8", -EINVAL),
+	T("bench_fill", "999999 0x1001 8", -EINVAL), T("bench_fill", "999999 0x1000 7", -EINVAL),
+	T("bench_fill", "999999 0x1000 0", -EINVAL),
+	T("bench_fill", "999999 0x1000 67108872", -EINVAL),
+	T("bench_fill", "999999 0x1000 0xg", -EINVAL),
+	TL("bench_fill", "999999\0 0x1000 8", 17, -EINVAL),
+	T("bench_fill", "999999 0xfffffffffffffff8 16", -EFAULT),
+	T("bench_fill", "999999 0x1000 8", -ENOENT), T("bench_fill", " 999999\t4096  8\n", -ENOENT),
 };
 
 TEST(debugfs_writers)
@@ -96,6 +111,9 @@ TEST(debugfs_writers)
 	EXPECT_EQ(-EINVAL, write_text_file(DBG "migrate_thp", "", 0));
 	EXPECT_EQ(-EINVAL, write_text_file(DBG "inject", "", 0));
 	EXPECT_EQ(-EINVAL, write_text_file(DBG "events", "", 0));
+	EXPECT_EQ(-EINVAL, write_text_file(DBG "invalidate_hist", "", 0));
+	EXPECT_EQ(-EINVAL, write_text_file(DBG "bench_fill", "", 0));
+	EXPECT_EQ(-EINVAL, write_text_file(DBG "bench_fill", big, 81));
 	EXPECT_EQ(-EINVAL, write_text_file(DBG "migrate_thp", big, 129));
 	EXPECT_EQ(-EINVAL, write_text_file(DBG "migrate_thp", big, sizeof(big)));
 	EXPECT_EQ(-EINVAL, write_text_file(DBG "inject", big, 65));

@@ -7,8 +7,9 @@
 //! seed names one sequence. A model of every open context (bound, has a
 //! stream) and of the process's memory gives each step the errno set the
 //! documentation allows; a result outside it stops the run, which prints
-//! the seed, the failing step and the steps before it. The VM runner's
-//! dmesg scan and the module reference count check the rest.
+//! the seed, the failing step and the steps before it. At the end, with
+//! every context closed, the module's reference count must be 0; the VM
+//! runner's dmesg scan checks the rest.
 
 use crate::abi::{self, Access, Bind, Stats, Stream, Verify};
 use crate::debugfs;
@@ -72,7 +73,9 @@ struct Ctx {
 /// The process memory the steps aim at: three areas inside one arena,
 /// each surrounded by `PROT_NONE` guards wider than any stream the fuzzer
 /// starts with a small stride, so that a device access or stream that runs
-/// past an area faults instead of landing in the fuzzer's own memory.
+/// past an area faults instead of landing in the fuzzer's own memory. (A
+/// step aimed at a random address or with a random stride could, very
+/// rarely, hit that memory all the same.)
 struct Memory {
     /// The arena (guards and areas), unmapped on drop.
     _arena: Mapping,
@@ -760,8 +763,8 @@ pub fn run(o: &Options) -> Result<Outcome, String> {
             let _ = writeln!(s, "fuzz: seed {} failed at step {steps}: {why}", o.seed);
             let _ = writeln!(
                 s,
-                "fuzz: replay with: secmmu fuzz --seed {} --ops {steps}",
-                o.seed
+                "fuzz: replay with: secmmu fuzz --seed {} --ops {steps} --seconds {}",
+                o.seed, o.seconds
             );
             let _ = writeln!(s, "fuzz: the sequence:");
             for (i, l) in f.log.iter().enumerate() {
@@ -774,6 +777,16 @@ pub fn run(o: &Options) -> Result<Outcome, String> {
     f.ctxs.clear();
     let _ = debugfs::write("inject", "late_invalidate=0");
     let _ = debugfs::write("inject", "corrupt_copy=0");
+    // Every context is closed: nothing may still hold the module.
+    let refs = std::fs::read_to_string("/sys/module/secmmu/refcnt")
+        .map(|r| r.trim().to_string())
+        .unwrap_or_default();
+    if failure.is_none() && refs != "0" {
+        failure = Some(format!(
+            "fuzz: seed {}: module reference count {refs:?} after closing every context\n",
+            o.seed
+        ));
+    }
     let mut errnos = f.errnos;
     errnos.sort();
     Ok(Outcome {

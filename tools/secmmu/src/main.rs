@@ -203,8 +203,8 @@ fn fuzz_cmd(args: &[String]) -> Result<bool, String> {
     let out = fuzz::run(&o)?;
     let info = vec![
         format!(
-            "seed {seed}, {} steps (replay: secmmu fuzz --seed {seed} --ops {})",
-            out.steps, out.steps
+            "seed {seed}, {} steps (replay: secmmu fuzz --seed {seed} --ops {} --seconds {})",
+            out.steps, out.steps, o.seconds
         ),
         format!("results: {}", fuzz::summary(&out)),
     ];

@@ -4,8 +4,8 @@
 //! memory while everything that moves or changes that memory runs at once:
 //! helper migrations, `move_pages(2)`, the kernel's NUMA balancing,
 //! `mprotect` flips, and, on a separate churn region that another context
-//! writes through the device, `MADV_DONTNEED`, ``munmap` (as a `PROT_NONE` replacement)/`mmap`, read-only
-//! windows and `fork`. At the end every stream is verified and the counter
+//! writes through the device, `MADV_DONTNEED`, `munmap` (done as a
+//! `PROT_NONE` replacement) and `mmap`, read-only windows and `fork`. At the end every stream is verified and the counter
 //! invariants ([`INVARIANTS`]) are checked.
 //!
 //! The stream regions are `MADV_DONTFORK`: a fork would write-protect them
@@ -29,13 +29,19 @@ const HPAGE: usize = 2 << 20;
 
 /// The counter invariants the run checks, as printed in its report.
 pub const INVARIANTS: &[&str] = &[
-    "no stream lost a write (STREAM_VERIFY lost_writes == 0; global lost_writes unchanged)",
-    "every stream write went through one TLB hit (stream context: tlb_hits == stream_writes == writes verified)",
-    "every fill is still cached, evicted or invalidated (stream context: tlb_fills == tlb_entries + tlb_evictions + invalidated_entries)",
-    "every miss was filled, retried or faulted (tlb_fills + fill_retries <= tlb_misses <= tlb_fills + fill_retries + device_faults)",
+    "no stream lost a write \
+     (STREAM_VERIFY lost_writes == 0; global lost_writes unchanged)",
+    "every stream write went through one TLB hit \
+     (stream context: tlb_hits == stream_writes == writes verified)",
+    "every fill is still cached, evicted or invalidated \
+     (stream context: tlb_fills == tlb_entries + tlb_evictions + invalidated_entries)",
+    "every miss was filled, retried or faulted \
+     (tlb_fills + fill_retries <= tlb_misses <= tlb_fills + fill_retries + device_faults)",
     "the TLB never exceeds its capacity (tlb_entries <= tlb_capacity)",
-    "no stale access and no helper verification failure without injection (stale_accesses, thp_verify_failures, late_invalidations_caught unchanged)",
-    "the helper's own count matches its results (thp_migrations and thp_migration_failures deltas == results seen)",
+    "no stale access and no helper verification failure without injection \
+     (stale_accesses, thp_verify_failures, late_invalidations_caught unchanged)",
+    "the helper's own count matches its results \
+     (thp_migrations and thp_migration_failures deltas == results seen)",
     "every binding ended (binds == unbinds, module reference count back to 0)",
 ];
 
