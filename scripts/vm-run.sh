@@ -58,7 +58,11 @@ vng_args=(--run "$bz" --user root --cpus 2 --memory 2G
 	--rwdir "$SECMMU_TOP" --rwdir "$out" -v
 	# 4-level paging: TCG's "-cpu max" offers LA57, and the debug kernel's
 	# KASAN shadow setup has tripped over 5-level paging at early boot.
-	--append "no5lvl")
+	--append "no5lvl"
+	# TCG's TSC is one clock for every vCPU, but the kernel finds it
+	# "unsynchronized" and falls back to the HPET, whose every read is an
+	# emulated MMIO access: timestamps would dominate the device's callback.
+	--append "tsc=reliable")
 [ "$acc" = tcg ] && vng_args+=(--disable-kvm)
 
 q() { printf '%q ' "$@"; }
