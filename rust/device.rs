@@ -188,8 +188,13 @@ impl Context {
         let req: b::secmmu_stream = read_arg(arg)?;
         let mut st = self.state.lock();
         let binding = st.binding.clone().ok_or(ENOTCONN)?;
-        if st.stream.is_some() {
-            return Err(EBUSY);
+        if let Some(old) = st.stream.as_ref() {
+            if old.is_running() {
+                return Err(EBUSY);
+            }
+            // Stopped, to be replaced: wait until the engine is done with it
+            // so that none of its writes lands after the new stream's.
+            old.stop();
         }
         st.stream = Some(Stream::start(binding, &req)?);
         Ok(0)

@@ -47,6 +47,8 @@ pub(crate) struct Stream {
     slots: usize,
     #[pin]
     ring: Mutex<Ring>,
+    /// `SECMMU_STREAM_ONCE`: one pass over the slots, then stop.
+    once: bool,
     stop: Atomic<bool>,
     error: Atomic<i32>,
     writes: Atomic<u64>,
@@ -85,7 +87,13 @@ impl WorkItem for Stream {
                 ring.seq = ring.seq.wrapping_add(1);
                 ring.pos = match pos.checked_add(1) {
                     Some(next) if next < this.slots => next,
-                    _ => 0,
+                    _ => {
+                        if this.once {
+                            // One pass done: every slot written once.
+                            this.stop.store(true, Relaxed);
+                        }
+                        0
+                    }
                 };
                 this.writes.fetch_add(1, Relaxed);
                 this.binding.stats().inc(Stat::STREAM_WRITES);
@@ -113,7 +121,7 @@ impl Stream {
         let slots = req.slots as usize;
         let addr = usize::try_from(req.addr).map_err(|_| EFAULT)?;
         let stride = usize::try_from(req.stride).map_err(|_| EINVAL)?;
-        if req.flags != 0
+        if req.flags & !b::SECMMU_STREAM_ONCE != 0
             || slots == 0
             || slots > b::SECMMU_MAX_STREAM_SLOTS as usize
             || stride < size_of::<u64>()
@@ -138,6 +146,7 @@ impl Stream {
                 stride,
                 slots,
                 ring <- new_mutex!(Ring { last, pos: 0, seq: 1 }),
+                once: req.flags & b::SECMMU_STREAM_ONCE != 0,
                 stop: Atomic::new(false),
                 error: Atomic::new(0),
                 writes: Atomic::new(0),
@@ -150,6 +159,12 @@ impl Stream {
             return Err(EBUSY);
         }
         Ok(stream)
+    }
+
+    /// Whether the engine may still write (no stop asked, no fault, pass
+    /// not done).
+    pub(crate) fn is_running(&self) -> bool {
+        !self.stop.load(Relaxed)
     }
 
     /// Stops the stream and waits until the engine has finished with it.

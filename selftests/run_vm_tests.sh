@@ -42,6 +42,22 @@ fi
 echo "# selftest: secmmu stress (short)"
 "$top/build/bin/secmmu" stress --ktap --seconds "${SECMMU_STRESS_SHORT:-20}" \
 	--min-migrations "${SECMMU_STRESS_SHORT_MIN:-50}" || rc=1
+# The stress detectors fire: with the helper unhardened and late
+# invalidations injected (the pre-fix ordering) the device writes through
+# translations the kernel asked it to drop, and the run must fail.
+echo "# selftest: secmmu stress detector"
+echo "TAP version 13"
+echo "1..1"
+out=$("$top/build/bin/secmmu" stress --seconds 8 --min-migrations 1 --inject 2>&1)
+if [ $? -ne 0 ] && grep -q "no_injection_effects: FAILED: stale_accesses" <<<"$out"; then
+	echo "ok 1 stress_detector_fires"
+	grep -E "stress: (thp migrations|stream writes)|FAILED" <<<"$out" | sed 's/^/# /'
+else
+	echo "# the stress run did not fail under injection:"
+	tail -n 12 <<<"$out" | sed 's/^/# /'
+	echo "not ok 1 stress_detector_fires"
+	rc=1
+fi
 # Leaks: kmemleak reports an object once it has been unreferenced for a
 # while and seen by two scans.
 if [ -w "$leaks" ]; then

@@ -19,7 +19,7 @@
 #include <linux/types.h>
 
 /* Version of this ABI; /sys/kernel/debug/secmmu/version reports it too. */
-#define SECMMU_ABI_VERSION 2
+#define SECMMU_ABI_VERSION 3
 
 #define SECMMU_IOC_MAGIC 0xB7
 
@@ -56,13 +56,18 @@ struct secmmu_access {
  * numbers (starting at 1) round-robin into @slots slots, slot i at
  * @addr + i * @stride, until STREAM_STOP, remembering the last value it
  * wrote to each slot. @addr and @stride must be multiples of 8, @stride
- * at least 8.
+ * at least 8. With SECMMU_STREAM_ONCE the engine writes each slot once and
+ * stops by itself, so that STREAM_VERIFY checks every write it made. A
+ * stream that has stopped (STOP, VERIFY, a device fault or ONCE) is
+ * replaced by the next STREAM_START; one still running makes it -EBUSY.
  */
+#define SECMMU_STREAM_ONCE	(1U << 0)
+
 struct secmmu_stream {
 	__u64 addr;
 	__u64 stride;
 	__u32 slots;		/* 1..SECMMU_MAX_STREAM_SLOTS */
-	__u32 flags;		/* must be 0 */
+	__u32 flags;		/* 0 or SECMMU_STREAM_ONCE */
 };
 
 /*

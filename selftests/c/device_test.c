@@ -422,6 +422,33 @@ TEST_F(dev, stream_lifecycle_errors)
 	ASSERT_EQ(1, dev_stat(self->fd, SECMMU_STAT_LOST_WRITES));
 }
 
+/* SECMMU_STREAM_ONCE: one pass, every slot written once, then the stream
+ * stops by itself; the next start replaces it. */
+TEST_F(dev, stream_once)
+{
+	struct secmmu_stream s = {
+		.addr = (uintptr_t)self->mem, .stride = PAGE, .slots = 16,
+		.flags = SECMMU_STREAM_ONCE,
+	};
+	struct secmmu_verify ver;
+	int i;
+
+	for (i = 0; i < 3; i++) {
+		ASSERT_EQ(0, ioctl(self->fd, SECMMU_IOCTL_STREAM_START, &s)) TH_LOG("pass %d", i);
+		usleep(20000);
+		ASSERT_EQ(0, ioctl(self->fd, SECMMU_IOCTL_STREAM_VERIFY, &ver));
+		ASSERT_EQ(16, ver.writes);
+		ASSERT_EQ(0, ver.lost_writes);
+		/* Sequence numbers restart at 1 with each stream. */
+		ASSERT_EQ(16, *(uint64_t *)(self->mem + 15 * PAGE));
+	}
+	/* The detector: a CPU write over one slot after the pass. */
+	*(uint64_t *)(self->mem + 3 * PAGE) = 0;
+	ASSERT_EQ(0, ioctl(self->fd, SECMMU_IOCTL_STREAM_VERIFY, &ver));
+	ASSERT_EQ(1, ver.lost_writes);
+	ASSERT_EQ(3, ver.first_lost_slot);
+}
+
 TEST(bad_input)
 {
 	char *m = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,

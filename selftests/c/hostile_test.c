@@ -283,7 +283,7 @@ TEST(stream_edges)
 	struct { uint64_t addr, stride; uint32_t slots, flags; int err; } cases[] = {
 		{ 0, 8, 0, 0, -EINVAL }, { 0, 8, SECMMU_MAX_STREAM_SLOTS + 1, 0, -EINVAL },
 		{ 0, 8, ~0U, 0, -EINVAL }, { 0, 0, 1, 0, -EINVAL }, { 0, 4, 1, 0, -EINVAL },
-		{ 0, 12, 2, 0, -EINVAL }, { 4, 8, 1, 0, -EINVAL }, { 0, 8, 1, 1, -EINVAL },
+		{ 0, 12, 2, 0, -EINVAL }, { 4, 8, 1, 0, -EINVAL }, { 0, 8, 1, 2, -EINVAL },
 		{ 0, 8, 1, 0x80000000, -EINVAL },
 		{ ~7ULL, 8, 2, 0, -EFAULT }, { 0, 1ULL << 62, 8, 0, -EFAULT },
 		{ 0, ~7ULL, 3, 0, -EFAULT },
@@ -320,6 +320,14 @@ TEST(stream_edges)
 	EXPECT_EQ(0, ioctl(fd, SECMMU_IOCTL_STREAM_STOP));
 	EXPECT_EQ(0, ioctl(fd, SECMMU_IOCTL_STREAM_VERIFY, &v));
 	EXPECT_EQ(0, v.lost_writes);
+	/* A stopped stream is replaced by the next start; a failed start
+	 * keeps it. */
+	s.flags = 4;
+	EXPECT_EQ(-1, ioctl(fd, SECMMU_IOCTL_STREAM_START, &s));
+	EXPECT_EQ(EINVAL, errno);
+	EXPECT_EQ(0, ioctl(fd, SECMMU_IOCTL_STREAM_VERIFY, &v));
+	s.flags = SECMMU_STREAM_ONCE;
+	EXPECT_EQ(0, ioctl(fd, SECMMU_IOCTL_STREAM_START, &s));
 	/* Unbinding drops the stream: stop and verify then have none. */
 	EXPECT_EQ(0, ioctl(fd, SECMMU_IOCTL_UNBIND));
 	EXPECT_EQ(-1, ioctl(fd, SECMMU_IOCTL_UNBIND));

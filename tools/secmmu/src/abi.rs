@@ -11,6 +11,8 @@ use std::mem::size_of;
 
 pub const MAGIC: u64 = 0xB7;
 pub const NR_STATS: usize = 21;
+/// `SECMMU_STREAM_ONCE`: one pass over the slots, then the stream stops.
+pub const STREAM_ONCE: u32 = 1;
 pub const STAT_INVALIDATIONS: usize = 2;
 pub const STAT_INVALIDATED_ENTRIES: usize = 3;
 pub const STAT_TLB_HITS: usize = 5;

@@ -8,7 +8,7 @@
 //! secmmu timeline [FILE] [--nth N]      one helper migration as a timeline
 //! secmmu migrate PID ADDR NODE [unhardened]
 //! secmmu scenario [--ktap] [--timelines] [--thps N] [--rounds N]
-//! secmmu stress [--ktap] [--seconds N] [--contexts N] [--thps N] [--seed N] [--min-migrations N]
+//! secmmu stress [--ktap] [--seconds N] [--contexts N] [--thps N] [--seed N] [--min-migrations N] [--inject]
 //! secmmu fuzz [--ktap] [--seed N] [--ops N] [--seconds N] [--break-model]
 //! secmmu bench [--thps N] [--rounds N] [--loops N] [--json FILE]
 //! ```
@@ -18,7 +18,8 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: secmmu stats [CTX] | events | timeline [FILE] [--nth N] | \
 migrate PID ADDR NODE [unhardened] | scenario [--ktap] [--timelines] [--thps N] [--rounds N] | \
-stress [--ktap] [--seconds N] [--contexts N] [--thps N] [--seed N] [--min-migrations N] | \
+stress [--ktap] [--seconds N] [--contexts N] [--thps N] [--seed N] [--min-migrations N] \
+[--inject] | \
 fuzz [--ktap] [--seed N] [--ops N] [--seconds N] [--break-model] | \
 bench [--thps N] [--rounds N] [--loops N] [--json FILE]";
 
@@ -177,6 +178,7 @@ fn stress_cmd(args: &[String]) -> Result<bool, String> {
         thps: num(args, "--thps", d.thps)?.max(1),
         seed: num(args, "--seed", d.seed as usize)? as u64,
         min_migrations: num(args, "--min-migrations", d.min_migrations as usize)? as u64,
+        inject: args.iter().any(|a| a == "--inject"),
     };
     let r = stress::run(&o)?;
     let mut info = r.lines;

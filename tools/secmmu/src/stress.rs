@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Bounded stress: for a fixed time, several device contexts stream on THP
+//! Bounded stress: for a fixed time, several device contexts run single-pass
+//! streams back to back, each verified, on THP
 //! memory while everything that moves or changes that memory runs at once:
 //! helper migrations, `move_pages(2)`, the kernel's NUMA balancing,
 //! `mprotect` flips, and, on a separate churn region that another context
@@ -29,10 +30,10 @@ const HPAGE: usize = 2 << 20;
 
 /// The counter invariants the run checks, as printed in its report.
 pub const INVARIANTS: &[&str] = &[
-    "no stream lost a write \
-     (STREAM_VERIFY lost_writes == 0; global lost_writes unchanged)",
-    "every stream write went through one TLB hit \
-     (stream context: tlb_hits == stream_writes == writes verified)",
+    "no stream lost a write: every single-pass stream is verified \
+     (sum of STREAM_VERIFY lost_writes == 0; global lost_writes unchanged)",
+    "every stream write went through one TLB hit and was verified \
+     (stream context: tlb_hits == stream_writes == sum of writes verified)",
     "every fill is still cached, evicted or invalidated \
      (stream context: tlb_fills == tlb_entries + tlb_evictions + invalidated_entries)",
     "every miss was filled, retried or faulted \
@@ -58,6 +59,10 @@ pub struct Options {
     pub seed: u64,
     /// THP migrations the run must reach in total.
     pub min_migrations: u64,
+    /// Self-test of the detectors: the helper runs `unhardened` with
+    /// `late_invalidate` injected, the pre-fix ordering, so writes must be
+    /// lost and the checks must fail.
+    pub inject: bool,
 }
 
 impl Default for Options {
@@ -68,6 +73,7 @@ impl Default for Options {
             thps: 2,
             seed: 1,
             min_migrations: 1000,
+            inject: false,
         }
     }
 }
@@ -159,15 +165,15 @@ fn other_node(addr: usize) -> Option<i32> {
     }
 }
 
-fn helper_thread(thps: Thps, stop: Arc<AtomicBool>, c: Arc<Counts>, seed: u64) {
+fn helper_thread(thps: Thps, stop: Arc<AtomicBool>, c: Arc<Counts>, seed: u64, mode: &str) {
     let mut rng = Rng::new(seed);
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { sys::getpid() };
     while !stop.load(Relaxed) {
         let a = thps.pick(&mut rng);
         let Some(node) = other_node(a) else { continue };
-        let r =
-            debugfs::write("migrate_thp", &format!("{pid} {a:#x} {node}")).map_err(|e| errno(&e));
+        let r = debugfs::write("migrate_thp", &format!("{pid} {a:#x} {node}{mode}"))
+            .map_err(|e| errno(&e));
         // Another driver may have moved or isolated the THP meanwhile
         // (ENOENT: its PMD is a migration entry right now).
         c.note(
@@ -364,6 +370,54 @@ fn numa_toucher(thps: Thps, stop: Arc<AtomicBool>, c: Arc<Counts>) {
     sys::unpin();
 }
 
+/// What one context's streamer verified.
+#[derive(Default)]
+struct Passes {
+    count: AtomicU64,
+    writes: AtomicU64,
+    lost: AtomicU64,
+    error: std::sync::Mutex<String>,
+}
+
+/// Runs single-pass streams (`SECMMU_STREAM_ONCE`) back to back over a
+/// stream region, verifying each: every write the device makes is checked,
+/// not only the last one per slot, so a write lost mid-run cannot be
+/// hidden by a later write to the same slot.
+fn streamer(d: &Device, base: usize, n: usize, stop: &AtomicBool, p: &Passes, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let fd = d.file.as_raw_fd();
+    while !stop.load(Relaxed) {
+        let mut s = abi::Stream {
+            addr: base as u64,
+            stride: PAGE as u64,
+            slots: (n * HPAGE / PAGE) as u32,
+            flags: abi::STREAM_ONCE,
+        };
+        if let Err(e) = ioctl_ptr(fd, abi::STREAM_START, &mut s) {
+            if let Ok(mut m) = p.error.lock() {
+                *m = format!("stream start: {e}");
+            }
+            return;
+        }
+        // Usually the pass ends by itself; sometimes verification cuts it
+        // short, which checks the slots written so far.
+        thread::sleep(Duration::from_millis(rng.below(12)));
+        match d.stop_and_verify() {
+            Ok(v) => {
+                p.count.fetch_add(1, Relaxed);
+                p.writes.fetch_add(v.writes, Relaxed);
+                p.lost.fetch_add(v.lost_writes, Relaxed);
+            }
+            Err(e) => {
+                if let Ok(mut m) = p.error.lock() {
+                    *m = e;
+                }
+                return;
+            }
+        }
+    }
+}
+
 fn global_stats() -> Result<Vec<(String, u64)>, String> {
     debugfs::parse_stats(&debugfs::read("stats")?)
 }
@@ -433,13 +487,19 @@ pub fn run(o: &Options) -> Result<Report, String> {
     ] {
         saved.set(&format!("{KNOBS}/{k}"), v)?;
     }
-    debugfs::write_msg("inject", "late_invalidate=0")?;
+    let late = if o.inject {
+        "late_invalidate=20000"
+    } else {
+        "late_invalidate=0"
+    };
+    debugfs::write_msg("inject", late)?;
     debugfs::write_msg("inject", "corrupt_copy=0")?;
 
     let g0 = global_stats()?;
     let vm0 = vmstat();
     let mut regions = Vec::new();
     let mut devs = Vec::new();
+    let mut streams = Vec::new();
     for _ in 0..o.contexts {
         let r = Region::new(o.thps)?;
         // SAFETY: the region's THP-aligned range lies inside its mapping.
@@ -447,9 +507,9 @@ pub fn run(o: &Options) -> Result<Report, String> {
             return Err("madvise(MADV_DONTFORK) failed".into());
         }
         let d = Device::bind()?;
-        d.start(&r)?;
+        streams.push((r.base as usize, r.n));
         regions.push(r);
-        devs.push(d);
+        devs.push(Arc::new(d));
     }
     let thps = Thps(Arc::new(
         regions
@@ -483,7 +543,8 @@ pub fn run(o: &Options) -> Result<Report, String> {
             counts[0].clone(),
             seeds.next_u64(),
         );
-        handles.push(thread::spawn(move || helper_thread(t, s, c, seed)));
+        let mode = if o.inject { " unhardened" } else { "" };
+        handles.push(thread::spawn(move || helper_thread(t, s, c, seed, mode)));
         let (t, s, c, seed) = (
             thps.clone(),
             stop.clone(),
@@ -517,6 +578,11 @@ pub fn run(o: &Options) -> Result<Report, String> {
         let (t, s, c) = (thps.clone(), stop.clone(), counts[6].clone());
         handles.push(thread::spawn(move || numa_toucher(t, s, c)));
     }
+    let passes: Vec<Arc<Passes>> = devs.iter().map(|_| Arc::new(Passes::default())).collect();
+    for ((d, &(base, n)), p) in devs.iter().zip(&streams).zip(&passes) {
+        let (d, p, s, seed) = (d.clone(), p.clone(), stop.clone(), seeds.next_u64());
+        handles.push(thread::spawn(move || streamer(&d, base, n, &s, &p, seed)));
+    }
     let t0 = Instant::now();
     thread::sleep(Duration::from_secs(o.seconds));
     stop.store(true, Relaxed);
@@ -529,14 +595,17 @@ pub fn run(o: &Options) -> Result<Report, String> {
     let mut lost = 0;
     let mut ctx_bad = Vec::new();
     let mut stream_writes = 0;
-    for (i, d) in devs.iter().enumerate() {
-        let v = d
-            .stop_and_verify()
-            .map_err(|e| format!("context {i}: {e}"))?;
+    for (i, (d, p)) in devs.iter().zip(&passes).enumerate() {
         let st = d.stats()?;
-        lost += v.lost_writes;
-        stream_writes += v.writes;
-        ctx_bad.extend(check_stream_ctx(i, &st, v.writes));
+        let (w, l) = (p.writes.load(Relaxed), p.lost.load(Relaxed));
+        lost += l;
+        stream_writes += w;
+        ctx_bad.extend(check_stream_ctx(i, &st, w));
+        if let Ok(e) = p.error.lock() {
+            if !e.is_empty() {
+                ctx_bad.push(format!("context {i}: {e}"));
+            }
+        }
     }
     let nodes: Vec<i32> = regions
         .iter()
@@ -547,6 +616,9 @@ pub fn run(o: &Options) -> Result<Report, String> {
     let g1 = global_stats()?;
     let vm1 = vmstat();
     drop(saved);
+    if o.inject {
+        let _ = debugfs::write("inject", "late_invalidate=0");
+    }
 
     let helper_ok = counts[0].ok.load(Relaxed);
     let helper_err = counts[0].expected_err.load(Relaxed) + counts[0].unexpected.load(Relaxed);
@@ -564,7 +636,10 @@ pub fn run(o: &Options) -> Result<Report, String> {
             vm_delta(&vm0, &vm1, "numa_hint_faults"),
             vm_delta(&vm0, &vm1, "numa_pages_migrated")
         ),
-        format!("stream writes: {stream_writes}, lost: {lost}"),
+        format!(
+            "stream writes: {stream_writes} in {} single passes, each verified; lost: {lost}",
+            passes.iter().map(|p| p.count.load(Relaxed)).sum::<u64>()
+        ),
         format!(
             "device: invalidations +{}, tlb_fills +{}, tlb_hits +{}, device_faults +{}",
             delta(&g0, &g1, "invalidations"),
