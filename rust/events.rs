@@ -12,7 +12,7 @@ use core::fmt;
 use kernel::{bindings, new_spinlock, prelude::*, sync::SpinLock};
 
 /// Events kept; older ones are overwritten.
-pub(crate) const CAPACITY: usize = 8192;
+pub(crate) const CAPACITY: usize = 65536;
 
 /// What happened.
 #[derive(Clone, Copy, PartialEq, Eq)]

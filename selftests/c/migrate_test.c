@@ -284,7 +284,7 @@ TEST_F(thp, injection_hardened_catches)
 TEST_F(thp, injection_unhardened_loses_writes)
 {
 	struct secmmu_verify ver;
-	char *ev = malloc(1 << 20), *p, kind[32];
+	char *ev = malloc(8 << 20), *p, kind[32];
 	unsigned long long seq, copy_seq = 0, stale_after_copy = 0;
 	int fd;
 
@@ -295,7 +295,7 @@ TEST_F(thp, injection_unhardened_loses_writes)
 	ASSERT_LT(0, ver.lost_writes) TH_LOG("the lost-write detector did not fire");
 	ASSERT_LE(ver.lost_writes, dev_stat(fd, SECMMU_STAT_LOST_WRITES));
 	ASSERT_LT(0, dev_stat(fd, SECMMU_STAT_STALE_ACCESSES));
-	ASSERT_LT(0, read_file(DBG "events", ev, 1 << 20));
+	ASSERT_LT(0, read_file(DBG "events", ev, 8 << 20));
 	for (p = ev; *p; p = strchr(p, '\n') + 1) {
 		if (sscanf(p, "%llu %*u %*u %*u %31s", &seq, kind) == 2) {
 			if (!strcmp(kind, "copy_begin"))
@@ -317,7 +317,7 @@ TEST_F(thp, injection_unhardened_loses_writes)
  * device's first fill after migrate_done is on the new node. */
 TEST_F(thp, event_ordering)
 {
-	char *ev = malloc(1 << 20), *p, kind[32];
+	char *ev = malloc(8 << 20), *p, kind[32];
 	unsigned long long seq, a, b, copy = 0, done = 0, last_inval = 0;
 	unsigned long start = (unsigned long)self->thp;
 	int fd = secmmu_open_bound(0), node, fill_node = -2, ctx, n;
@@ -330,7 +330,7 @@ TEST_F(thp, event_ordering)
 	ASSERT_EQ(0, write_text_file(DBG "events", "clear\n", 6));
 	ASSERT_EQ(0, migrate(self->thp, node, false));
 	ASSERT_EQ(0, dev_write(fd, self->thp + 8, 8, NULL, 2));
-	ASSERT_LT(0, read_file(DBG "events", ev, 1 << 20));
+	ASSERT_LT(0, read_file(DBG "events", ev, 8 << 20));
 	for (p = ev; *p; p = strchr(p, '\n') + 1) {
 		if (sscanf(p, "%llu %*u %*u %d %31s %llx %llx %d", &seq, &ctx, kind, &a, &b, &n) == 6) {
 			if (!strcmp(kind, "invalidate") && a <= start && b >= start + HPAGE && !copy)
