@@ -235,18 +235,24 @@ static inline long read_file(const char *path, char *buf, size_t len)
 	return total;
 }
 
-/* One counter of the global stats file, or ~0 if unreadable. */
-static inline uint64_t global_stat(const char *name)
+/* One counter of a stats file (global or ctx/<id>), or ~0 if unreadable. */
+static inline uint64_t stat_in(const char *path, const char *name)
 {
 	char buf[4096], *p;
 	size_t l = strlen(name);
 
-	if (read_file(DBG "stats", buf, sizeof(buf)) <= 0)
+	if (read_file(path, buf, sizeof(buf)) <= 0)
 		return ~0ULL;
 	for (p = buf; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
 		if (!strncmp(p, name, l) && p[l] == ' ')
 			return strtoull(p + l + 1, NULL, 10);
 	return ~0ULL;
+}
+
+/* One counter of the global stats file, or ~0 if unreadable. */
+static inline uint64_t global_stat(const char *name)
+{
+	return stat_in(DBG "stats", name);
 }
 
 #endif
