@@ -104,8 +104,12 @@ pub(crate) fn show_inject(s: &Arc<Shared>, f: &mut fmt::Formatter<'_>) -> fmt::R
     writeln!(f, "corrupt_copy={}", u8::from(s.corrupt_copy()))
 }
 
-/// Writing `inject`: `late_invalidate=<microseconds>` (0: off) or
-/// `corrupt_copy=<0|1>`.
+/// Size of the object a `leak_object=1` write leaks.
+const LEAK_SIZE: usize = 96;
+
+/// Writing `inject`: `late_invalidate=<microseconds>` (0: off),
+/// `corrupt_copy=<0|1>`, or `leak_object=1`, which allocates one object and
+/// drops the only pointer to it: the self-test of the suite's kmemleak check.
 pub(crate) fn write_inject(s: &Arc<Shared>, reader: &mut UserSliceReader) -> Result {
     let mut buf = [0u8; MAX_LINE];
     let line = read_line(reader, &mut buf)?;
@@ -123,6 +127,11 @@ pub(crate) fn write_inject(s: &Arc<Shared>, reader: &mut UserSliceReader) -> Res
             }
             _ => Err(EINVAL),
         },
+        "leak_object" if value == "1" => {
+            KBox::leak(KBox::new([0x5au8; LEAK_SIZE], GFP_KERNEL)?);
+            pr_info!("inject: leaked one {LEAK_SIZE}-byte object for kmemleak to find\n");
+            Ok(())
+        }
         _ => Err(EINVAL),
     }
 }

@@ -60,6 +60,8 @@ rc=$?; record "CLIPPY=1 W=1 build (module), no warnings" $rc; ((rc == 0)) || gre
 "$SECMMU_TOP/scripts/build-module.sh" modules >>"$results/module.log" 2>&1 || record "rebuild secmmu.ko" 1
 run_cmd "cd '$SECMMU_TOP/selftests/rust' && cargo fmt --check && cd '$SECMMU_TOP/tools/secmmu' && cargo fmt --check" >"$results/cargo-fmt.log" 2>&1
 rc=$?; record "cargo fmt --check (selftests, tools)" $rc; ((rc == 0)) || head -n 30 "$results/cargo-fmt.log"
+run_cmd "cd '$SECMMU_TOP/selftests/rust' && cargo clippy -q --offline --locked --all-targets -- -D warnings && cd '$SECMMU_TOP/tools/secmmu' && cargo clippy -q --offline --locked --all-targets -- -D warnings" >"$results/cargo-clippy.log" 2>&1
+rc=$?; record "cargo clippy, no warnings (selftests, tools)" $rc; ((rc == 0)) || head -n 40 "$results/cargo-clippy.log"
 
 echo "== host-side cargo test"
 for crate in "$SECMMU_TOP"/selftests/rust "$SECMMU_TOP"/tools/secmmu; do

@@ -60,13 +60,16 @@ else
 	rc=1
 fi
 # Leaks: kmemleak reports an object once it has been unreferenced for a
-# while and seen by two scans.
+# while and seen by two scans. kmemleak_scan prints how many it reports.
+kmemleak_scan() {
+	echo scan >"$leaks"; sleep 6; echo scan >"$leaks"
+	grep -c '^unreferenced object' "$leaks"
+}
 if [ -w "$leaks" ]; then
 	echo "# selftest: kmemleak"
 	echo "TAP version 13"
-	echo "1..1"
-	echo scan >"$leaks"; sleep 6; echo scan >"$leaks"
-	found=$(grep -c '^unreferenced object' "$leaks")
+	echo "1..2"
+	found=$(kmemleak_scan)
 	if [ "$found" = 0 ]; then
 		echo "ok 1 kmemleak_no_leaks"
 	else
@@ -75,5 +78,20 @@ if [ -w "$leaks" ]; then
 		echo "not ok 1 kmemleak_no_leaks"
 		rc=1
 	fi
+	# The check fires: forget what was seen, leak one object on purpose
+	# (inject leak_object=1), and the same scan must report it, from
+	# secmmu's code.
+	echo clear >"$leaks"
+	echo leak_object=1 >/sys/kernel/debug/secmmu/inject
+	found=$(kmemleak_scan)
+	if [ "$found" != 0 ] && grep -q secmmu "$leaks"; then
+		echo "ok 2 kmemleak_detector_fires"
+	else
+		echo "# kmemleak did not report the object leaked on purpose ($found reported)"
+		echo "not ok 2 kmemleak_detector_fires"
+		rc=1
+	fi
+	# The leak is deliberate and stays until reboot; kmemleak forgets it.
+	echo clear >"$leaks"
 fi
 exit "$rc"

@@ -111,6 +111,8 @@ pub fn read(path: impl AsRef<Path>) -> Result<String, String> {
     fs::read_to_string(p).map_err(|e: io::Error| format!("{}: {e}", p.display()))
 }
 
+pub use secmmu::{abi, sys};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +152,3 @@ mod tests {
         assert_eq!(check(Err("x")), Outcome::Fail("x".into()));
     }
 }
-
-pub use secmmu::{abi, sys};

@@ -168,7 +168,8 @@ impl Device {
     pub(crate) fn stop_and_verify(&self) -> Result<Verify, String> {
         let fd = self.file.as_raw_fd();
         let mut v = Verify::default();
-        let stop = ioctl_ptr(fd, abi::STREAM_STOP, std::ptr::null_mut::<u8>());
+        // SAFETY: STREAM_STOP takes no argument; 0 is never written.
+        let stop = unsafe { sys::ioctl_addr(fd, abi::STREAM_STOP, 0) };
         ioctl_ptr(fd, abi::STREAM_VERIFY, &mut v).map_err(|e| format!("verify: {e}"))?;
         stop.map_err(|e| format!("the stream stopped on a device fault: {e}"))?;
         Ok(v)

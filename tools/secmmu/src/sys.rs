@@ -97,11 +97,29 @@ impl Drop for Mapping {
     }
 }
 
-/// `ioctl(fd, req, arg)` with the errno on failure.
-pub fn ioctl_ptr<T>(fd: i32, req: u64, arg: *mut T) -> io::Result<()> {
-    // SAFETY: `arg` points at a live `T` of the size the request encodes
-    // (or is unused for `_IO` requests).
-    if unsafe { ioctl(fd, req, arg) } != 0 {
+/// `ioctl(fd, req, arg)` with the errno on failure, for a request whose
+/// argument is a `T` (its size encoded in `req`).
+pub fn ioctl_ptr<T>(fd: i32, req: u64, arg: &mut T) -> io::Result<()> {
+    // SAFETY: `arg` is a live, exclusively borrowed `T`, the argument the
+    // request reads and writes.
+    ioctl_ret(unsafe { ioctl(fd, req, std::ptr::from_mut(arg)) })
+}
+
+/// `ioctl(fd, req, addr)` with an address that is not a Rust object: 0 for
+/// requests without an argument, or a bad pointer the kernel must refuse.
+///
+/// # Safety
+///
+/// `addr` must not point at user memory the kernel may write through `req`
+/// (a null or kernel-space address: the kernel's copy to user space fails
+/// with `EFAULT` without touching this process).
+pub unsafe fn ioctl_addr(fd: i32, req: u64, addr: usize) -> io::Result<()> {
+    // SAFETY: by the caller's contract, nothing in this process is written.
+    ioctl_ret(unsafe { ioctl(fd, req, addr as *mut u8) })
+}
+
+fn ioctl_ret(r: i32) -> io::Result<()> {
+    if r != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

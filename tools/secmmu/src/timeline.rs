@@ -45,10 +45,9 @@ pub fn render(events: &[Event], m: &Migration) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<w$}{:<w$}{}",
+        "{:<w$}{:<w$}device (secondary MMU)",
         "migrating CPU (secmmu helper)",
         "CPU that faulted",
-        "device (secondary MMU)",
         w = COL
     );
     let _ = writeln!(
