@@ -199,27 +199,45 @@ pub(crate) fn migrate_thp(shared: &Shared, req: Request, last: &mut LastResult) 
             last.caught = done.caught;
             Stats::inc_global(Stat::THP_MIGRATIONS);
         }
-        Err((e, from, why)) => {
-            last.from = *from;
-            last.result = e.to_errno();
+        Err(f) => {
+            last.from = f.from;
+            last.result = f.err.to_errno();
+            last.copy_ns = f.copy_ns;
+            last.verify_ns = f.verify_ns;
             Stats::inc_global(Stat::THP_MIGRATION_FAILURES);
             pr_info!(
                 "migrate_thp: pid {} addr {:#x} node {}: {} ({})\n",
                 req.pid,
                 req.addr,
                 req.node,
-                why,
-                e.to_errno()
+                f.why,
+                f.err.to_errno()
             );
         }
     }
-    r.map(|_| ()).map_err(|(e, _, _)| e)
+    r.map(|_| ()).map_err(|f| f.err)
 }
 
-type Failure = (Error, i32, &'static str);
+/// Why a migration failed, and what it had measured by then.
+struct Failure {
+    err: Error,
+    /// The THP's node, -1 if it was not found.
+    from: i32,
+    why: &'static str,
+    /// Time of the copy in ns; 0 unless it was made.
+    copy_ns: u64,
+    /// Time of the comparison in ns; 0 unless it was made.
+    verify_ns: u64,
+}
 
 fn run(shared: &Shared, req: Request) -> core::result::Result<Done, Failure> {
-    let fail = |e: Error, why: &'static str| (e, -1, why);
+    let fail = |err: Error, why: &'static str| Failure {
+        err,
+        from: -1,
+        why,
+        copy_ns: 0,
+        verify_ns: 0,
+    };
     // SAFETY: no preconditions.
     if !unsafe { b::secmmu_node_valid(req.node) } {
         return Err(fail(EINVAL, "node offline, without memory or out of range"));
@@ -243,7 +261,13 @@ fn run(shared: &Shared, req: Request) -> core::result::Result<Done, Failure> {
     }
     // SAFETY: `pfn` heads a THP mapped right now (lookup under the lock).
     let from = unsafe { b::secmmu_pfn_to_nid(pfn) };
-    let fail = |e: Error, why: &'static str| (e, from, why);
+    let fail = |err: Error, why: &'static str| Failure {
+        err,
+        from,
+        why,
+        copy_ns: 0,
+        verify_ns: 0,
+    };
     if from == req.node {
         return Err(fail(EALREADY, "THP already on that node"));
     }
@@ -372,7 +396,11 @@ fn run(shared: &Shared, req: Request) -> core::result::Result<Done, Failure> {
             // SAFETY: not handed to migration.
             unsafe { b::secmmu_free_thp_dst(dst_mpfn) };
             ev.record(0, Kind::MigrateAbort, EIO.to_errno() as u64, 0, from);
-            return Err(fail(EIO, "destination differs from source after the copy"));
+            return Err(Failure {
+                copy_ns,
+                verify_ns,
+                ..fail(EIO, "destination differs from source after the copy")
+            });
         }
         verified = true;
     }
@@ -392,7 +420,11 @@ fn run(shared: &Shared, req: Request) -> core::result::Result<Done, Failure> {
     unsafe { b::migrate_vma_finalize(&raw mut args) };
     if !moved {
         ev.record(0, Kind::MigrateAbort, EAGAIN.to_errno() as u64, 0, from);
-        return Err(fail(EAGAIN, "migrate_vma_pages did not move the THP"));
+        return Err(Failure {
+            copy_ns,
+            verify_ns,
+            ..fail(EAGAIN, "migrate_vma_pages did not move the THP")
+        });
     }
 
     // Confirm: still a THP, now on the node.
@@ -408,7 +440,11 @@ fn run(shared: &Shared, req: Request) -> core::result::Result<Done, Failure> {
     drop(guard);
     if nid != req.node {
         ev.record(0, Kind::MigrateAbort, EAGAIN.to_errno() as u64, 0, nid);
-        return Err(fail(EAGAIN, "moved, but not as a THP on the node"));
+        return Err(Failure {
+            copy_ns,
+            verify_ns,
+            ..fail(EAGAIN, "moved, but not as a THP on the node")
+        });
     }
     ev.record(0, Kind::MigrateDone, req.node as u64, pfn2 as u64, req.node);
     Ok(Done {

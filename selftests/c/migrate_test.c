@@ -187,6 +187,10 @@ TEST_F(thp, verify_failure_aborts)
 	ASSERT_EQ(before + 1, global_stat("thp_verify_failures"));
 	ASSERT_LT(0, read_file(DBG "migrate_thp", res, sizeof(res)));
 	ASSERT_NE(NULL, strstr(res, "result=-5 ")) TH_LOG("%s", res);
+	/* The copy and the failed comparison were made and timed. */
+	ASSERT_EQ(NULL, strstr(res, " copy_ns=0 ")) TH_LOG("%s", res);
+	ASSERT_EQ(NULL, strstr(res, " verify_ns=0 ")) TH_LOG("%s", res);
+	ASSERT_NE(NULL, strstr(res, " verified=0 ")) TH_LOG("%s", res);
 	ASSERT_EQ(node, page_node(self->thp));
 	ASSERT_LE(2048, anon_huge_kb());
 	ASSERT_EQ(sum, checksum(self->thp, HPAGE));
