@@ -410,7 +410,7 @@ TEST_F(dev, stream_lifecycle_errors)
 	ASSERT_EQ(0, ioctl(self->fd, SECMMU_IOCTL_STREAM_START, &s));
 	ASSERT_EQ(-1, ioctl(self->fd, SECMMU_IOCTL_STREAM_START, &s));
 	ASSERT_EQ(EBUSY, errno);
-	usleep(10000);
+	ASSERT_LT(0, wait_dev_stat(self->fd, SECMMU_STAT_STREAM_WRITES, 1));
 	ASSERT_EQ(0, ioctl(self->fd, SECMMU_IOCTL_STREAM_VERIFY, &ver));
 	ASSERT_EQ(0, ver.lost_writes);
 	ASSERT_LT(0, ver.writes);
@@ -431,11 +431,16 @@ TEST_F(dev, stream_once)
 		.flags = SECMMU_STREAM_ONCE,
 	};
 	struct secmmu_verify ver;
+	uint64_t done = dev_stat(self->fd, SECMMU_STAT_STREAM_WRITES);
 	int i;
 
 	for (i = 0; i < 3; i++) {
 		ASSERT_EQ(0, ioctl(self->fd, SECMMU_IOCTL_STREAM_START, &s)) TH_LOG("pass %d", i);
-		usleep(20000);
+		/* Wait for the pass to end by itself (VERIFY would cut it
+		 * short): its 16 writes show in the context's counter. */
+		done += 16;
+		ASSERT_EQ(done, wait_dev_stat(self->fd, SECMMU_STAT_STREAM_WRITES, done))
+			TH_LOG("pass %d", i);
 		ASSERT_EQ(0, ioctl(self->fd, SECMMU_IOCTL_STREAM_VERIFY, &ver));
 		ASSERT_EQ(16, ver.writes);
 		ASSERT_EQ(0, ver.lost_writes);
@@ -458,6 +463,7 @@ TEST(bad_input)
 	struct secmmu_stream s = { .addr = (uintptr_t)m, .stride = 8, .slots = 0 };
 	struct secmmu_access a = { 0 };
 	char buf[16];
+	uint64_t faults;
 	int fd = open(SECMMU_DEV, O_RDWR);
 
 	ASSERT_LE(0, fd);
@@ -517,11 +523,11 @@ TEST(bad_input)
 	ASSERT_EQ(EFAULT, errno);
 	/* A stream over unmapped memory stops itself on the device fault. */
 	s.addr = PAGE; s.slots = 1;
+	faults = dev_stat(fd, SECMMU_STAT_DEVICE_FAULTS);
 	ASSERT_EQ(0, ioctl(fd, SECMMU_IOCTL_STREAM_START, &s));
-	usleep(10000);
+	ASSERT_LE(faults + 1, wait_dev_stat(fd, SECMMU_STAT_DEVICE_FAULTS, faults + 1));
 	ASSERT_EQ(-1, ioctl(fd, SECMMU_IOCTL_STREAM_STOP));
 	ASSERT_EQ(EFAULT, errno);
-	ASSERT_LE(1, dev_stat(fd, SECMMU_STAT_DEVICE_FAULTS));
 	close(fd);
 }
 

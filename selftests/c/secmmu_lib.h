@@ -71,6 +71,21 @@ static inline uint64_t dev_stat(int fd, enum secmmu_stat s)
 	return st.counters[s];
 }
 
+/* Waits until the context's counter @s reaches @min, polling every 10 ms
+ * for up to 20 s (the engine is slow on a debug kernel); returns its last
+ * value. Tests wait on counters rather than sleep for a fixed time. */
+static inline uint64_t wait_dev_stat(int fd, enum secmmu_stat s, uint64_t min)
+{
+	uint64_t v = dev_stat(fd, s);
+	int i;
+
+	for (i = 0; i < 2000 && (v == ~0ULL || v < min); i++) {
+		usleep(10000);
+		v = dev_stat(fd, s);
+	}
+	return v;
+}
+
 /* A 2 MiB-aligned, MADV_HUGEPAGE, touched THP region of @n huge pages. */
 static inline char *thp_alloc(size_t n)
 {
