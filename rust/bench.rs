@@ -11,14 +11,19 @@
 //! `ktime_get()`. The write must come from a task of the context's mm.
 //! Reading prints the last result: `device_ns`, `memset_ns`, `bytes`.
 
-use crate::{engine::Binding, queue, shared::now_ns, shared::Shared};
+use crate::{
+    completion::Done,
+    engine::{Binding, Cancel},
+    queue,
+    shared::{now_ns, Shared},
+};
 use core::fmt;
 use kernel::{
     new_mutex,
     prelude::*,
     sync::{
         atomic::{Atomic, Relaxed},
-        Arc, Completion, Mutex,
+        Arc, Mutex,
     },
     uaccess::UserSliceReader,
     workqueue::{new_work, Work, WorkItem},
@@ -58,8 +63,9 @@ struct BenchJob {
     device_ns: Atomic<u64>,
     memset_ns: Atomic<u64>,
     device_first: bool,
+    cancel: Cancel,
     #[pin]
-    done: Completion,
+    done: Done,
     #[pin]
     work: Work<BenchJob>,
 }
@@ -71,8 +77,12 @@ kernel::impl_has_work! {
 impl BenchJob {
     fn device(&self, len: usize) -> Result<u64> {
         let t0 = now_ns();
-        self.binding
-            .fill_u64(self.addr, len, u64::from_ne_bytes([PATTERN; 8]))?;
+        self.binding.fill_u64(
+            self.addr,
+            len,
+            u64::from_ne_bytes([PATTERN; 8]),
+            &self.cancel,
+        )?;
         Ok(now_ns().saturating_sub(t0))
     }
 
@@ -146,11 +156,11 @@ pub(crate) fn write(s: &Arc<Shared>, reader: &mut UserSliceReader) -> Result {
     if len == 0 || len > max || len % 8 != 0 || addr % 8 != 0 {
         return Err(EINVAL);
     }
-    addr.checked_add(len).ok_or(EFAULT)?;
     let binding = s.by_ctx(ctx).ok_or(ENOENT)?;
     if !binding.is_current_mm() {
         return Err(EPERM);
     }
+    binding.check_range(addr, len)?;
     let mut kbuf = KVVec::<u8>::with_capacity(len, GFP_KERNEL)?;
     kbuf.resize(len, 0, GFP_KERNEL)?;
     let job = Arc::pin_init(
@@ -162,7 +172,8 @@ pub(crate) fn write(s: &Arc<Shared>, reader: &mut UserSliceReader) -> Result {
             device_ns: Atomic::new(0),
             memset_ns: Atomic::new(0),
             device_first: ROUND.fetch_add(1, Relaxed) % 2 == 0,
-            done <- Completion::new(),
+            cancel: Atomic::new(false),
+            done <- Done::new(),
             work <- new_work!("secmmu::BenchJob"),
         }),
         GFP_KERNEL,
@@ -170,7 +181,10 @@ pub(crate) fn write(s: &Arc<Shared>, reader: &mut UserSliceReader) -> Result {
     if queue::engine().enqueue(job.clone()).is_err() {
         return Err(EBUSY);
     }
-    job.done.wait_for_completion();
+    if let Err(e) = job.done.wait_killable() {
+        job.cancel.store(true, Relaxed);
+        return Err(e);
+    }
     match job.result.load(Relaxed) {
         0 => {
             *s.bench.lock() = LastBench {

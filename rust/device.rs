@@ -132,7 +132,9 @@ impl Context {
     /// Stops the stream and drops the binding; `Ok(false)` if unbound.
     fn unbind_locked(&self, st: &mut State) -> bool {
         if let Some(stream) = st.stream.take() {
-            stream.stop();
+            // A caller killed meanwhile stops waiting: the stream ends at
+            // its next write on its own, holding its own references.
+            let _ = stream.stop();
         }
         st.debugfs = None;
         match st.binding.take() {
@@ -159,8 +161,8 @@ impl Context {
         if req.flags != 0 || req.pad != 0 || len == 0 || len > b::SECMMU_MAX_ACCESS as usize {
             return Err(EINVAL);
         }
-        addr.checked_add(len).ok_or(EFAULT)?;
         let binding = self.bound()?;
+        binding.check_range(addr, len)?;
         if dir == Dir::Write && req.user_buf == 0 {
             // A fill: no bounce buffer, the engine writes the value.
             if addr % 8 != 0 || len % 8 != 0 {
@@ -194,7 +196,7 @@ impl Context {
             }
             // Stopped, to be replaced: wait until the engine is done with it
             // so that none of its writes lands after the new stream's.
-            old.stop();
+            old.stop()?;
         }
         st.stream = Some(Stream::start(binding, &req)?);
         Ok(0)
@@ -203,7 +205,7 @@ impl Context {
     fn stream_stop(&self) -> Result<isize> {
         let st = self.state.lock();
         let stream = st.stream.as_ref().ok_or(ENOENT)?;
-        stream.stop();
+        stream.stop()?;
         // Report the device fault that stopped the stream, if one did.
         stream.error()?;
         Ok(0)

@@ -13,12 +13,22 @@
 //!    TLB lock is held**. The secondary-TLB callback takes the same lock to
 //!    drop entries, so when it returns no access through a dropped entry is
 //!    still in flight.
-//! 2. A fill samples the invalidation sequence number before the walk and
-//!    inserts only if it is unchanged, under the lock (else it retries, and
-//!    `fill_retries` counts it). An invalidation that raced with the walk
-//!    therefore cannot leave a stale entry behind.
+//! 2. A fill reads the TLB's invalidation sequence number *under the TLB
+//!    lock* before its page walk, and inserts only if, under the lock
+//!    again, it is unchanged (else it retries, and `fill_retries` counts
+//!    it). The kernel changes the page table before it calls the callback,
+//!    and the callback changes the number under the lock: if the fill's
+//!    first critical section comes after the callback's, the lock's
+//!    release/acquire ordering makes the page-table change visible to the
+//!    walk; if it comes before, the second one sees the new number. So an
+//!    invalidation that raced with the walk cannot leave a stale entry
+//!    behind, on any architecture (no reliance on x86's store order).
 //! 3. The kernel flushes the CPU TLB, and with it this TLB, before it frees
 //!    or moves a page that was mapped; that is the contract under test.
+//!
+//! Device work can be cancelled: every loop over pages checks a cancel
+//! flag ([`Cancel`]) so that a killed submitter, a stopped stream or a
+//! closing file never waits for more than one page's work.
 
 use crate::{
     events::Kind,
@@ -26,10 +36,11 @@ use crate::{
     mmu_notifier::{Registration, SecondaryTlb},
     shared::{now_ns, Shared},
     stats::{Stat, Stats},
-    tlb::{self, Tlb, Translation, PAGE_SIZE},
+    tlb::{self, Pfn, Tlb, Translation, PAGE_SIZE},
 };
+use core::ops::Range;
 use kernel::{
-    mm::Mm,
+    mm::{Mm, MmWithUser},
     new_spinlock,
     prelude::*,
     sync::{
@@ -37,6 +48,7 @@ use kernel::{
         atomic::{Atomic, Relaxed},
         Arc, SpinLock,
     },
+    time::{delay::fsleep, Delta},
 };
 
 /// Give up on one access after this many fills that lost a race with an
@@ -44,23 +56,31 @@ use kernel::{
 /// `mprotect` loop): the access fails with `-EAGAIN`.
 const MAX_FILL_RETRIES: u32 = 10_000;
 
+/// The top of `mm`'s user address space: `TASK_SIZE` of its tasks.
+pub(crate) fn task_size(mm: &Mm) -> usize {
+    // SAFETY: `mm` is a live `mm_struct` (the reference shows it is at
+    // least grabbed); `task_size` is set at exec and never changes after.
+    unsafe { b::secmmu_task_size(mm.as_raw()) }
+}
+
+/// A flag that asks device work in flight to stop at the next page.
+pub(crate) type Cancel = Atomic<bool>;
+
+/// Whether `cancel` is set.
+fn cancelled(cancel: &Cancel) -> bool {
+    cancel.load(Relaxed)
+}
+
 /// The device's view of one bound mm: the notifier implementor.
-///
-/// # Invariants
-///
-/// `seq` changes (under the `tlb` lock) on every invalidation and flush.
 #[pin_data]
 pub(crate) struct DeviceMmu {
     #[pin]
     tlb: SpinLock<Tlb>,
-    seq: Atomic<u64>,
     released: Atomic<bool>,
     stats: Arc<Stats>,
     shared: Arc<Shared>,
     /// Context id, for the event log.
     ctx: u32,
-    /// The bound mm (as an address, for comparisons only).
-    mm: usize,
 }
 
 impl DeviceMmu {
@@ -69,24 +89,21 @@ impl DeviceMmu {
         stats: Arc<Stats>,
         shared: Arc<Shared>,
         ctx: u32,
-        mm: usize,
     ) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             tlb <- new_spinlock!(Tlb::new(capacity), "secmmu_tlb"),
-            seq: Atomic::new(0),
             released: Atomic::new(false),
             stats,
             shared,
             ctx,
-            mm,
         })
     }
 
     /// Drops translations overlapping `[start, end)` (all of them if `end`
-    /// is past the user address space); returns how many.
+    /// is past the user address space); returns how many. Frees nothing:
+    /// this runs in the callback, under page-table locks.
     fn invalidate(&self, start: usize, end: usize) -> usize {
         let mut tlb = self.tlb.lock();
-        self.seq.fetch_add(1, Relaxed);
         let n = if end.wrapping_sub(start) >= (1usize << 47) {
             self.stats.inc(Stat::FULL_FLUSHES);
             tlb.flush()
@@ -98,47 +115,39 @@ impl DeviceMmu {
         self.stats.add(Stat::INVALIDATED_ENTRIES, n as u64);
         n
     }
+
+    /// Frees the nodes the callback retired. Process context only.
+    fn reap(&self) {
+        let (free, node) = self.tlb.lock().take_free();
+        drop(node);
+        drop(free);
+    }
 }
 
 impl SecondaryTlb for DeviceMmu {
     fn invalidate_secondary_tlbs(&self, start: usize, end: usize) {
         let t0 = now_ns();
-        self.invalidate_callback(start, end);
-        histogram::INVALIDATE.record(now_ns().saturating_sub(t0));
-    }
-
-    fn release(&self) {
-        self.released.store(true, Relaxed);
-        self.invalidate(0, usize::MAX);
-    }
-}
-
-impl DeviceMmu {
-    /// The secondary-TLB callback's work, timed by the caller.
-    fn invalidate_callback(&self, start: usize, end: usize) {
         self.shared
             .events
             .record(self.ctx, Kind::Invalidate, start as u64, end as u64, -1);
-        if let Some(deadline) = self.shared.late_deadline(self.mm, start, end) {
-            // Injection: acknowledge, but keep using the translations
-            // until `deadline`, like a secondary TLB invalidated too late.
-            // Only inside the range the helper migrates, which holds the
-            // source page until it has drained this TLB.
-            let mut tlb = self.tlb.lock();
-            self.seq.fetch_add(1, Relaxed);
-            tlb.mark_stale(start, end, deadline);
-            drop(tlb);
-            self.stats.inc(Stat::INVALIDATIONS);
-            return;
-        }
         self.invalidate(start, end);
+        histogram::INVALIDATE.record(now_ns().saturating_sub(t0));
+    }
+
+    /// Idempotent: `exit_mmap()` and unregistration may both call it, at
+    /// the same time.
+    fn release(&self) {
+        self.released.store(true, Relaxed);
+        self.tlb.lock().drain(0, usize::MAX);
     }
 }
 
 /// A device context bound to an mm.
 ///
 /// Shared (`Arc`) by the owning file and by engine work in flight, so the
-/// notifier stays registered until the last device access is done.
+/// notifier stays registered until the last device access is done. The
+/// last reference unregisters the notifier, which waits for SRCU: it must
+/// never be dropped under `mmap_lock` or in atomic context.
 #[pin_data]
 pub(crate) struct Binding {
     #[pin]
@@ -155,6 +164,13 @@ pub(crate) enum Dir {
     Write,
 }
 
+/// What a device page walk found.
+struct Walked {
+    pfn: Pfn,
+    huge: bool,
+    nid: i32,
+}
+
 impl Binding {
     /// Binds a new device context to the caller's mm.
     pub(crate) fn new(
@@ -166,22 +182,18 @@ impl Binding {
         let current = kernel::current!();
         let mm = current.mm().ok_or(EINVAL)?;
         let grabbed: ARef<Mm> = ARef::from(&**mm);
-        let raw = mm.as_raw() as usize;
         Arc::pin_init(
             try_pin_init!(Self {
-                reg <- Registration::register(
-                    mm,
-                    DeviceMmu::new(capacity, stats, shared, ctx, raw),
-                ),
+                reg <- Registration::register(mm, DeviceMmu::new(capacity, stats, shared, ctx)),
                 mm: grabbed,
             }),
             GFP_KERNEL,
         )
     }
 
-    /// The bound mm, as an address (for comparisons).
-    pub(crate) fn mm_raw(&self) -> usize {
-        self.mm.as_raw() as usize
+    /// Whether this context is bound to `mm`.
+    pub(crate) fn is_bound_to(&self, mm: &Mm) -> bool {
+        core::ptr::eq(self.mm.as_raw(), mm.as_raw())
     }
 
     /// Context id.
@@ -189,11 +201,38 @@ impl Binding {
         self.dev().ctx
     }
 
-    /// Drops every translation overlapping `[start, end)` now, stale or not,
-    /// and waits for device accesses through them (they run under the TLB
-    /// lock this takes). Returns how many entries were dropped.
-    pub(crate) fn force_invalidate(&self, start: usize, end: usize) -> usize {
-        self.dev().invalidate(start, end)
+    /// Checks that `[addr, addr + len)` lies below the bound mm's
+    /// `TASK_SIZE`: `-EFAULT` otherwise (or if it wraps).
+    pub(crate) fn check_range(&self, addr: usize, len: usize) -> Result {
+        let end = addr.checked_add(len).ok_or(EFAULT)?;
+        if end > task_size(&self.mm) {
+            return Err(EFAULT);
+        }
+        Ok(())
+    }
+
+    /// Drops every translation overlapping `[start, end)` now, stale or
+    /// not, and every one kept aside by an armed injection, disarming it;
+    /// waits for device accesses through them (they run under the TLB lock
+    /// this takes). Returns how many entries were dropped from the TLB.
+    pub(crate) fn drain(&self, start: usize, end: usize) -> usize {
+        let dev = self.dev();
+        let n = dev.tlb.lock().drain(start, end);
+        dev.reap();
+        n
+    }
+
+    /// Arms the `late_invalidate` injection: translations of `va` into
+    /// `pfns` that the kernel invalidates from now on are kept aside for
+    /// [`Binding::reinstate`].
+    pub(crate) fn arm(&self, va: Range<usize>, pfns: Range<Pfn>) {
+        self.dev().tlb.lock().arm(va, pfns);
+    }
+
+    /// Puts the translations kept aside back, stale until `deadline`:
+    /// only once the caller holds their folio isolated and referenced.
+    pub(crate) fn reinstate(&self, deadline: u64) -> usize {
+        self.dev().tlb.lock().reinstate(deadline)
     }
 
     /// The latest injected deadline of stale entries overlapping the range
@@ -214,9 +253,7 @@ impl Binding {
     /// True if the calling task runs in the bound mm.
     pub(crate) fn is_current_mm(&self) -> bool {
         let current = kernel::current!();
-        current
-            .mm()
-            .is_some_and(|mm| mm.as_raw() == self.mm.as_raw())
+        current.mm().is_some_and(|mm| self.is_bound_to(mm))
     }
 
     /// Entries cached now and the capacity.
@@ -228,46 +265,71 @@ impl Binding {
     /// Drops every cached translation (`SECMMU_IOCTL_TLB_FLUSH`).
     pub(crate) fn flush(&self) {
         self.dev().invalidate(0, usize::MAX);
+        self.dev().reap();
+    }
+
+    /// The device's page walk for `va`, with the mmap lock held for reading
+    /// and an `mm_users` reference that is dropped with `mmput_async()`: if
+    /// the process exits meanwhile, `exit_mmap()` never runs in the engine.
+    fn walk(&self, va: usize, dir: Dir) -> Result<Walked> {
+        let mm = MmWithUser::into_mmput_async(self.mm.mmget_not_zero().ok_or(ESRCH)?);
+        let (mut pfn, mut huge, mut nid) = (0usize, false, 0i32);
+        let guard = mm.mmap_read_lock();
+        // SAFETY: `mm` has a user reference and its mmap lock is held for
+        // reading (`guard`), as `secmmu_walk` requires; the out-pointers
+        // are valid locals.
+        let ret = unsafe {
+            b::secmmu_walk(
+                mm.as_raw(),
+                va,
+                dir == Dir::Write,
+                (&raw mut pfn).cast(),
+                &raw mut huge,
+                &raw mut nid,
+            )
+        };
+        drop(guard);
+        drop(mm);
+        if ret < 0 {
+            return Err(Error::from_errno(ret));
+        }
+        Ok(Walked {
+            pfn: Pfn(pfn),
+            huge,
+            nid,
+        })
     }
 
     /// The device page walk: faults `va` in and caches its translation.
     fn fill(&self, va: usize, dir: Dir) -> Result {
         let dev = self.dev();
-        let seq = dev.seq.load(Relaxed);
-        let node = tlb::reserve()?;
-        let mm = self.mm.mmget_not_zero().ok_or(ESRCH)?;
-        let (mut pfn, mut huge, mut nid) = (0usize, false, 0i32);
-        let ret = {
-            let _guard = mm.mmap_read_lock();
-            // SAFETY: `mm` has a user reference (`mmget_not_zero`) and its
-            // mmap lock is held for reading, as `secmmu_walk` requires; the
-            // out-pointers are valid locals.
-            unsafe {
-                b::secmmu_walk(
-                    mm.as_raw(),
-                    va,
-                    dir == Dir::Write,
-                    (&raw mut pfn).cast(),
-                    &raw mut huge,
-                    &raw mut nid,
-                )
-            }
+        // The number is read under the lock: rule 2 of the module doc.
+        let (seq, free, pooled) = {
+            let mut tlb = dev.tlb.lock();
+            let (free, pooled) = tlb.take_free();
+            (tlb.seq(), free, pooled)
         };
-        drop(mm);
-        if ret < 0 {
+        // Nodes the callback retired are freed here, in process context.
+        drop(free);
+        let node = match pooled {
+            Some(node) => node,
+            None => tlb::reserve()?,
+        };
+        let w = self.walk(va, dir).inspect_err(|_| {
             self.stats().inc(Stat::DEVICE_FAULTS);
-            return Err(Error::from_errno(ret));
-        }
-        let size = if huge { tlb::HUGE_SIZE } else { PAGE_SIZE };
+        })?;
+        let size = if w.huge { tlb::HUGE_SIZE } else { PAGE_SIZE };
         let t = Translation {
             va: va & !(size - 1),
-            pfn,
+            pfn: w.pfn,
             size,
             writable: dir == Dir::Write,
             stale_until: 0,
         };
         let mut tlb = dev.tlb.lock();
-        if dev.seq.load(Relaxed) != seq || dev.released.load(Relaxed) {
+        // INVARIANT (rule 2): an unchanged number under the lock means no
+        // invalidation ran since the walk's first critical section.
+        if tlb.seq() != seq || dev.released.load(Relaxed) {
             drop(tlb);
             self.stats().inc(Stat::FILL_RETRIES);
             return Err(EAGAIN);
@@ -277,8 +339,8 @@ impl Binding {
         self.stats().inc(Stat::TLB_FILLS);
         dev.shared
             .events
-            .record(dev.ctx, Kind::Fill, t.va as u64, pfn as u64, nid);
-        if huge {
+            .record(dev.ctx, Kind::Fill, t.va as u64, w.pfn.0 as u64, w.nid);
+        if w.huge {
             self.stats().inc(Stat::HUGE_FILLS);
         }
         if ins.evicted {
@@ -287,13 +349,43 @@ impl Binding {
         Ok(())
     }
 
+    /// Looks `va` up under the TLB lock and runs `f` on a usable hit.
+    /// `Ok(None)` on a miss; `Err(EAGAIN)` if the access is to wait for
+    /// an armed injection to reinstate its translations.
+    fn try_hit<R>(
+        &self,
+        va: usize,
+        dir: Dir,
+        f: &mut Option<impl FnOnce(&Translation) -> R>,
+    ) -> Result<Option<R>> {
+        let dev = self.dev();
+        let now = now_ns();
+        let mut tlb = dev.tlb.lock();
+        match tlb.lookup(va, now) {
+            Some(t) if t.writable || dir == Dir::Read => {
+                self.stats().inc(Stat::TLB_HITS);
+                if t.stale_until != 0 {
+                    self.stats().inc(Stat::STALE_ACCESSES);
+                    let pfn = t.pfn_of(va).0 as u64;
+                    dev.shared
+                        .events
+                        .record(dev.ctx, Kind::StaleAccess, va as u64, pfn, -1);
+                }
+                Ok(f.take().map(|f| f(&t)))
+            }
+            _ if tlb.awaits_reinstate(va) => Err(EAGAIN),
+            _ => Ok(None),
+        }
+    }
+
     /// Runs `f` on the translation covering `va`, under the TLB lock,
     /// filling the TLB first on a miss. `f` gets the translation and must
-    /// not sleep.
+    /// not sleep. Stops with `-EINTR` once `cancel` is set.
     fn with_translation<R>(
         &self,
         va: usize,
         dir: Dir,
+        cancel: &Cancel,
         f: impl FnOnce(&Translation) -> R,
     ) -> Result<R> {
         let dev = self.dev();
@@ -303,28 +395,21 @@ impl Binding {
             if dev.released.load(Relaxed) {
                 return Err(ESRCH);
             }
-            {
-                let now = now_ns();
-                let mut tlb = dev.tlb.lock();
-                if let Some(t) = tlb.lookup(va, now) {
-                    if t.writable || dir == Dir::Read {
-                        self.stats().inc(Stat::TLB_HITS);
-                        if t.stale_until != 0 {
-                            self.stats().inc(Stat::STALE_ACCESSES);
-                            dev.shared.events.record(
-                                dev.ctx,
-                                Kind::StaleAccess,
-                                va as u64,
-                                t.pfn_of(va) as u64,
-                                -1,
-                            );
-                        }
-                        if let Some(f) = f.take() {
-                            return Ok(f(&t));
-                        }
-                        return Err(EINVAL);
-                    }
+            if cancelled(cancel) {
+                return Err(EINTR);
+            }
+            match self.try_hit(va, dir, &mut f) {
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => {}
+                Err(_) => {
+                    // The helper is collecting translations for the
+                    // injection: wait for it (bounded by its setup).
+                    fsleep(Delta::from_micros(20));
+                    continue;
                 }
+            }
+            if f.is_none() {
+                return Err(EINVAL);
             }
             self.stats().inc(Stat::TLB_MISSES);
             match self.fill(va, dir) {
@@ -341,39 +426,51 @@ impl Binding {
         }
     }
 
+    /// Runs `f` on a kernel mapping of the page `pfn`, which the caller
+    /// holds a live TLB entry for, under the TLB lock.
+    fn with_page<R>(pfn: Pfn, f: impl FnOnce(*mut u8) -> R) -> R {
+        // By the notifier contract (module doc) the kernel must take the
+        // TLB lock the caller holds to drop the entry before it frees or
+        // moves the page, so the page is still the one mapped.
+        // SAFETY: `pfn` is such a page; unmapped below, no sleeping.
+        let page = unsafe { b::secmmu_map_pfn(pfn.0) }.cast::<u8>();
+        let r = f(page);
+        // SAFETY: `page` came from `secmmu_map_pfn` just above.
+        unsafe { b::secmmu_unmap(page.cast()) };
+        r
+    }
+
     /// Device access to `[va, va + buf.len())`, split per translation and
     /// per page: copies `buf` into process memory (`Dir::Write`) or process
     /// memory into `buf` (`Dir::Read`).
-    pub(crate) fn access(&self, va: usize, buf: &mut [u8], dir: Dir) -> Result {
+    pub(crate) fn access(&self, va: usize, buf: &mut [u8], dir: Dir, cancel: &Cancel) -> Result {
+        self.check_range(va, buf.len())?;
         let mut done = 0;
         while done < buf.len() {
             let cur = va.checked_add(done).ok_or(EFAULT)?;
             let chunk = (PAGE_SIZE - cur % PAGE_SIZE).min(buf.len() - done);
             let part = buf.get_mut(done..done + chunk).ok_or(EINVAL)?;
-            self.with_translation(cur, dir, |t| {
-                let pfn = t.pfn_of(cur);
-                // By the notifier contract (module doc) the kernel must take
-                // the TLB lock we hold to drop this entry before it frees or
-                // moves the page, so the page is still the one mapped.
-                // SAFETY: `pfn` is such a page; unmapped below, no sleeping.
-                let page = unsafe { b::secmmu_map_pfn(pfn) }.cast::<u8>();
-                let off = cur % PAGE_SIZE;
-                // Userspace may access the same memory concurrently, as it
-                // may while a real device DMAs into it; bytes are plain data.
-                // SAFETY: `page` maps a whole page, `off + chunk <= PAGE_SIZE`
-                // and `part` is a distinct kernel buffer.
-                unsafe {
-                    match dir {
-                        Dir::Write => {
-                            core::ptr::copy_nonoverlapping(part.as_ptr(), page.add(off), chunk)
-                        }
-                        Dir::Read => {
-                            core::ptr::copy_nonoverlapping(page.add(off), part.as_mut_ptr(), chunk)
+            self.with_translation(cur, dir, cancel, |t| {
+                Self::with_page(t.pfn_of(cur), |page| {
+                    let off = cur % PAGE_SIZE;
+                    // Userspace may access the same memory concurrently, as
+                    // it may while a real device DMAs into it; bytes are
+                    // plain data.
+                    // SAFETY: `page` maps a whole page, `off + chunk <=
+                    // PAGE_SIZE` and `part` is a distinct kernel buffer.
+                    unsafe {
+                        match dir {
+                            Dir::Write => {
+                                core::ptr::copy_nonoverlapping(part.as_ptr(), page.add(off), chunk)
+                            }
+                            Dir::Read => core::ptr::copy_nonoverlapping(
+                                page.add(off),
+                                part.as_mut_ptr(),
+                                chunk,
+                            ),
                         }
                     }
-                }
-                // SAFETY: `page` came from `secmmu_map_pfn` just above.
-                unsafe { b::secmmu_unmap(page.cast()) };
+                })
             })?;
             done += chunk;
         }
@@ -389,32 +486,29 @@ impl Binding {
     /// Device fill: writes `value` to every 64-bit word of
     /// `[va, va + len)` (both multiples of 8), per translation and page,
     /// without a bounce buffer.
-    pub(crate) fn fill_u64(&self, va: usize, len: usize, value: u64) -> Result {
+    pub(crate) fn fill_u64(&self, va: usize, len: usize, value: u64, cancel: &Cancel) -> Result {
         if va % 8 != 0 || len % 8 != 0 {
             return Err(EINVAL);
         }
+        self.check_range(va, len)?;
         let mut done = 0;
         while done < len {
             let cur = va.checked_add(done).ok_or(EFAULT)?;
             let chunk = (PAGE_SIZE - cur % PAGE_SIZE).min(len - done);
-            self.with_translation(cur, Dir::Write, |t| {
-                let pfn = t.pfn_of(cur);
-                // SAFETY: as in `access`: the entry is live under the TLB
-                // lock, so `pfn` is the page mapped at `cur`.
-                let page = unsafe { b::secmmu_map_pfn(pfn) }.cast::<u8>();
-                // Userspace may access the same memory concurrently, as in
-                // `access`; the words are plain data.
-                // SAFETY: `cur % PAGE_SIZE + chunk <= PAGE_SIZE` and both
-                // are multiples of 8, so every word lies in the mapped page
-                // and is aligned.
-                unsafe {
-                    let words = page.add(cur % PAGE_SIZE).cast::<u64>();
-                    for i in 0..chunk / 8 {
-                        words.add(i).write(value);
+            self.with_translation(cur, Dir::Write, cancel, |t| {
+                Self::with_page(t.pfn_of(cur), |page| {
+                    // Userspace may access the same memory concurrently, as
+                    // in `access`; the words are plain data.
+                    // SAFETY: `cur % PAGE_SIZE + chunk <= PAGE_SIZE` and
+                    // both are multiples of 8, so every word lies in the
+                    // mapped page and is aligned.
+                    unsafe {
+                        let words = page.add(cur % PAGE_SIZE).cast::<u64>();
+                        for i in 0..chunk / 8 {
+                            words.add(i).write(value);
+                        }
                     }
-                }
-                // SAFETY: `page` came from `secmmu_map_pfn` just above.
-                unsafe { b::secmmu_unmap(page.cast()) };
+                })
             })?;
             done += chunk;
         }
@@ -424,22 +518,21 @@ impl Binding {
 
     /// Writes one aligned 64-bit `value` at `va` (a stream write). Returns
     /// the NUMA node of the page written.
-    pub(crate) fn write_u64(&self, va: usize, value: u64) -> Result<i32> {
+    pub(crate) fn write_u64(&self, va: usize, value: u64, cancel: &Cancel) -> Result<i32> {
         if va % 8 != 0 {
             return Err(EINVAL);
         }
-        self.with_translation(va, Dir::Write, |t| {
+        self.with_translation(va, Dir::Write, cancel, |t| {
             let pfn = t.pfn_of(va);
-            // SAFETY: as in `access`: the entry is live under the TLB lock.
-            let page = unsafe { b::secmmu_map_pfn(pfn) }.cast::<u8>();
-            // SAFETY: `va % PAGE_SIZE + 8 <= PAGE_SIZE` as `va` is 8-byte
-            // aligned, and the address is 8-byte aligned; a volatile store
-            // makes it one device write, as a device's would be.
-            unsafe { core::ptr::write_volatile(page.add(va % PAGE_SIZE).cast::<u64>(), value) };
-            // SAFETY: `page` came from `secmmu_map_pfn` just above.
-            unsafe { b::secmmu_unmap(page.cast()) };
-            // SAFETY: `pfn` is a valid, mapped PFN (see above).
-            unsafe { b::secmmu_pfn_to_nid(pfn) }
+            Self::with_page(pfn, |page| {
+                // SAFETY: `va % PAGE_SIZE + 8 <= PAGE_SIZE` as `va` is
+                // 8-byte aligned, and the address is 8-byte aligned; a
+                // volatile store makes it one device write, as a device's
+                // would be.
+                unsafe { core::ptr::write_volatile(page.add(va % PAGE_SIZE).cast::<u64>(), value) };
+            });
+            // SAFETY: `pfn` is a valid, mapped PFN (see `with_page`).
+            unsafe { b::secmmu_pfn_to_nid(pfn.0) }
         })
     }
 }

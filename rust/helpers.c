@@ -135,28 +135,60 @@ struct mm_struct *secmmu_get_mm_by_pid(int nr)
 }
 
 /*
- * With mmap_read_lock(@mm) held: the anonymous private VMA holding the
- * PMD-aligned 2 MiB block around @addr, and the head PFN of the THP that a
- * huge PMD maps there. -EFAULT: no VMA; -EINVAL: not anonymous private;
- * -ENOENT: no PMD-mapped THP there.
+ * With mmap_read_lock(@mm) held: the THP a huge PMD maps at the PMD-aligned
+ * @addr, with a folio reference taken under the PMD lock (drop it with
+ * secmmu_folio_put()), and its head PFN. -ENOENT: no PMD-mapped THP there;
+ * -EFAULT: the huge zero page maps it (nothing of the process's own). In an
+ * anonymous VMA a huge PMD maps an anonymous THP or the huge zero folio,
+ * which is not anonymous; is_huge_zero_folio() reads a symbol modules
+ * cannot, so anything not anonymous is refused as the zero page.
  */
-int secmmu_thp_lookup(struct mm_struct *mm, unsigned long addr,
-		      struct vm_area_struct **vmap, unsigned long *pfn)
+int secmmu_thp_folio_get(struct mm_struct *mm, unsigned long addr,
+			 unsigned long *pfn)
 {
-	unsigned long start = addr & HPAGE_PMD_MASK;
-	struct vm_area_struct *vma;
+	struct folio *folio;
+	spinlock_t *ptl;
+	pmd_t *pmdp;
+	pgd_t *pgd;
+	p4d_t *p4d;
+	pud_t *pud;
+	int ret = -ENOENT;
 
-	vma = vma_lookup(mm, addr);
-	if (!vma)
-		return -EFAULT;
-	if (!vma_is_anonymous(vma) || (vma->vm_flags & VM_SHARED))
-		return -EINVAL;
-	if (start < vma->vm_start || start + HPAGE_PMD_SIZE > vma->vm_end)
+	pgd = pgd_offset(mm, addr);
+	if (pgd_none(*pgd) || pgd_bad(*pgd))
 		return -ENOENT;
-	if (!pmd_huge_pfn(mm, start, pfn))
+	p4d = p4d_offset(pgd, addr);
+	if (p4d_none(*p4d) || p4d_bad(*p4d))
 		return -ENOENT;
-	*vmap = vma;
-	return 0;
+	pud = pud_offset(p4d, addr);
+	if (pud_none(*pud) || !pud_present(*pud) || pud_leaf(*pud))
+		return -ENOENT;
+	pmdp = pmd_offset(pud, addr);
+	ptl = pmd_lock(mm, pmdp);
+	if (pmd_present(*pmdp) && pmd_trans_huge(*pmdp)) {
+		folio = pmd_folio(*pmdp);
+		if (!folio_test_anon(folio)) {
+			ret = -EFAULT;
+		} else {
+			folio_get(folio);
+			*pfn = folio_pfn(folio);
+			ret = 0;
+		}
+	}
+	spin_unlock(ptl);
+	return ret;
+}
+
+/* Drops a reference secmmu_thp_folio_get() took on the folio at @pfn. */
+void secmmu_folio_put(unsigned long pfn)
+{
+	folio_put(pfn_folio(pfn));
+}
+
+/* The top of @mm's user address space (TASK_SIZE of its tasks). */
+unsigned long secmmu_task_size(struct mm_struct *mm)
+{
+	return mm->task_size;
 }
 
 /* @nid names an online node with memory. */
@@ -190,12 +222,6 @@ void secmmu_free_thp_dst(unsigned long mpfn)
 
 	folio_unlock(folio);
 	folio_put(folio);
-}
-
-/* The PFN in a migrate PFN entry. */
-unsigned long secmmu_mpfn_to_pfn(unsigned long mpfn)
-{
-	return page_to_pfn(migrate_pfn_to_page(mpfn));
 }
 
 /* Copies the 2 MiB THP at @src_pfn to @dst_pfn, page by page. */

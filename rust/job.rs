@@ -2,10 +2,13 @@
 
 //! One device read or write, run on the device engine's workqueue while
 //! the ioctl that submitted it waits, like a DMA command and its
-//! completion.
+//! completion. The wait is killable: a submitter killed meanwhile sets the
+//! job's cancel flag, which the engine checks per page, and returns
+//! `-EINTR`; the job, which owns its buffer, ends on its own.
 
 use crate::{
-    engine::{Binding, Dir},
+    completion::Done,
+    engine::{Binding, Cancel, Dir},
     queue,
 };
 use kernel::{
@@ -13,7 +16,7 @@ use kernel::{
     prelude::*,
     sync::{
         atomic::{Atomic, Relaxed},
-        Arc, Completion, Mutex,
+        Arc, Mutex,
     },
     workqueue::{new_work, Work, WorkItem},
 };
@@ -36,8 +39,9 @@ struct Job {
     #[pin]
     buf: Mutex<KVVec<u8>>,
     result: Atomic<i32>,
+    cancel: Cancel,
     #[pin]
-    done: Completion,
+    done: Done,
     #[pin]
     work: Work<Job>,
 }
@@ -53,9 +57,9 @@ impl WorkItem for Job {
         let r = match this.op {
             Op::Copy(dir) => {
                 let mut buf = this.buf.lock();
-                this.binding.access(this.addr, &mut buf, dir)
+                this.binding.access(this.addr, &mut buf, dir, &this.cancel)
             }
-            Op::Fill { len, value } => this.binding.fill_u64(this.addr, len, value),
+            Op::Fill { len, value } => this.binding.fill_u64(this.addr, len, value, &this.cancel),
         };
         this.result
             .store(r.err().map_or(0, |e| e.to_errno()), Relaxed);
@@ -88,7 +92,8 @@ fn submit(binding: Arc<Binding>, addr: usize, buf: KVVec<u8>, op: Op) -> Result<
             op,
             buf <- new_mutex!(buf),
             result: Atomic::new(0),
-            done <- Completion::new(),
+            cancel: Atomic::new(false),
+            done <- Done::new(),
             work <- new_work!("secmmu::Job"),
         }),
         GFP_KERNEL,
@@ -96,7 +101,10 @@ fn submit(binding: Arc<Binding>, addr: usize, buf: KVVec<u8>, op: Op) -> Result<
     if queue::engine().enqueue(job.clone()).is_err() {
         return Err(EBUSY);
     }
-    job.done.wait_for_completion();
+    if let Err(e) = job.done.wait_killable() {
+        job.cancel.store(true, Relaxed);
+        return Err(e);
+    }
     match job.result.load(Relaxed) {
         0 => {
             let mut buf = job.buf.lock();

@@ -19,19 +19,39 @@
 //! The `unhardened` mode skips both and only drains the device after the
 //! copy, before finalize: the ordering of the kernel before the fix, where
 //! the secondary TLB was invalidated only after the copy.
+//!
+//! # What the helper trusts
+//!
+//! Nothing the user or the kernel hands it unchecked: the address must lie
+//! below the mm's `TASK_SIZE`; the THP is looked up, and referenced, under
+//! its PMD lock (the huge zero page is refused); and the helper copies only
+//! if setup's source entry is `MIGRATE_PFN_VALID | MIGRATE_PFN_MIGRATE |
+//! MIGRATE_PFN_COMPOUND` *and* is the folio found at lookup. A hole (the
+//! THP went away in between) or another page is refused with nothing
+//! mapped. The lookup reference is dropped just before setup, because
+//! `migrate_vma_setup()` counts references and treats an extra one as a
+//! pin (the THP would never move); from setup to finalize the folio is
+//! held by the migration itself: isolated from the LRU, locked and
+//! referenced.
+//!
+//! Every exit path goes through [`MigrateVma`], which drains the contexts
+//! and calls `migrate_vma_pages()` and `migrate_vma_finalize()` exactly
+//! once, and the destination folio is a [`DstFolio`], freed unless
+//! migration took it.
 
 use crate::{
-    events::Kind,
+    engine::Binding,
+    events::{EventLog, Kind},
     mm_bindings as b,
     shared::{now_ns, Shared},
     stats::{Stat, Stats},
-    tlb::{HUGE_SIZE, PAGE_SIZE},
+    tlb::{Pfn, HUGE_SIZE, PAGE_SIZE},
 };
-use core::fmt;
+use core::{fmt, ops::Range, ptr::NonNull};
 use kernel::{
-    bindings,
-    mm::MmWithUser,
+    mm::{virt::VmaRef, MmWithUser},
     prelude::*,
+    sync::{aref::ARef, Arc},
     time::{delay::fsleep, Delta},
     uaccess::UserSliceReader,
 };
@@ -63,6 +83,8 @@ pub(crate) struct LastResult {
     total_ns: u64,
     verified: bool,
     caught: u64,
+    /// Contexts bound to the mm that the helper checked and drained.
+    checked: usize,
 }
 
 impl LastResult {
@@ -73,7 +95,7 @@ impl LastResult {
         }
         writeln!(
             f,
-            "pid={} addr={:#x} from={} to={} mode={} result={} copy_ns={} verify_ns={} total_ns={} verified={} late_invalidations_caught={}",
+            "pid={} addr={:#x} from={} to={} mode={} result={} copy_ns={} verify_ns={} total_ns={} verified={} late_invalidations_caught={} contexts_checked={}",
             self.req.pid,
             self.req.addr,
             self.from,
@@ -85,6 +107,7 @@ impl LastResult {
             self.total_ns,
             u8::from(self.verified),
             self.caught,
+            self.checked,
         )
     }
 }
@@ -138,35 +161,282 @@ pub(crate) fn read_request(reader: &mut UserSliceReader) -> Result<Request> {
     })
 }
 
-/// An mm with an `mm_users` reference, dropped with `mmput()`.
-///
-/// # Invariants
-///
-/// `0` is a valid mm on which this holds one `mm_users` reference.
-struct MmUser(*mut bindings::mm_struct);
+/// A migrate PFN entry of `struct migrate_vma`'s `src`/`dst` arrays.
+#[derive(Clone, Copy)]
+struct Mpfn(usize);
 
-impl MmUser {
-    fn by_pid(pid: i32) -> Result<Self> {
-        // SAFETY: no preconditions; returns a referenced mm or null.
-        let mm = unsafe { b::secmmu_get_mm_by_pid(pid) };
-        if mm.is_null() {
-            return Err(ESRCH);
-        }
-        // INVARIANT: non-null, referenced by `secmmu_get_mm_by_pid`.
-        Ok(Self(mm))
+impl Mpfn {
+    /// `MIGRATE_PFN_VALID | MIGRATE_PFN_MIGRATE | MIGRATE_PFN_COMPOUND`:
+    /// a whole THP, isolated and unmapped, to be copied.
+    const WHOLE_THP: usize =
+        (b::MIGRATE_PFN_VALID | b::MIGRATE_PFN_MIGRATE | b::MIGRATE_PFN_COMPOUND) as usize;
+
+    fn has(self, flags: usize) -> bool {
+        self.0 & flags == flags
     }
 
-    fn get(&self) -> &MmWithUser {
-        // SAFETY: the mm has a user reference while `self` lives (type
-        // invariant) and the result borrows `self`.
-        unsafe { MmWithUser::from_raw(self.0) }
+    /// The page, if the entry has one (`MIGRATE_PFN_VALID`); a hole has
+    /// none.
+    fn page(self) -> Option<Pfn> {
+        self.has(b::MIGRATE_PFN_VALID as usize)
+            .then_some(Pfn(self.0 >> b::MIGRATE_PFN_SHIFT))
     }
 }
 
-impl Drop for MmUser {
+/// The mm of process `pid`, with an `mm_users` reference.
+fn mm_by_pid(pid: i32) -> Result<ARef<MmWithUser>> {
+    // SAFETY: no preconditions; returns an mm with an `mm_users` reference
+    // (which the `ARef` takes over) or null.
+    let mm = NonNull::new(unsafe { b::secmmu_get_mm_by_pid(pid) }).ok_or(ESRCH)?;
+    // SAFETY: `mm` is a live mm with one `mm_users` reference, ours to
+    // give: `ARef<MmWithUser>` drops it with `mmput()`.
+    Ok(unsafe { ARef::from_raw(mm.cast()) })
+}
+
+/// A reference on the THP mapped at a PMD-aligned address, dropped with
+/// `folio_put()`.
+///
+/// # Invariants
+///
+/// `head` is the head PFN of a PMD-order folio this holds a reference on.
+struct FolioRef {
+    head: Pfn,
+}
+
+impl FolioRef {
+    /// The THP a huge PMD maps at `start` of `mm`; the mmap lock is held
+    /// (the guard's borrow). `-ENOENT`: none; `-EFAULT`: the huge zero page.
+    fn lookup(mm: &MmWithUser, start: usize) -> Result<Self> {
+        let mut pfn = 0usize;
+        // SAFETY: `mm` has a user and the caller holds its mmap lock for
+        // reading; `pfn` is a valid out-pointer.
+        let r = unsafe { b::secmmu_thp_folio_get(mm.as_raw(), start, (&raw mut pfn).cast()) };
+        if r < 0 {
+            return Err(Error::from_errno(r));
+        }
+        // INVARIANT: `secmmu_thp_folio_get` took a reference on this THP.
+        Ok(Self { head: Pfn(pfn) })
+    }
+
+    /// The folio's PFNs.
+    fn pfns(&self) -> Range<Pfn> {
+        self.head..Pfn(self.head.0 + NR_PAGES)
+    }
+
+    /// The folio's NUMA node.
+    fn nid(&self) -> i32 {
+        // SAFETY: the folio is referenced (type invariant).
+        unsafe { b::secmmu_pfn_to_nid(self.head.0) }
+    }
+}
+
+impl Drop for FolioRef {
     fn drop(&mut self) {
         // SAFETY: drops the reference the type invariant says we hold.
-        unsafe { bindings::mmput(self.0) };
+        unsafe { b::secmmu_folio_put(self.head.0) };
+    }
+}
+
+/// The destination THP: ours, locked, until migration takes it.
+///
+/// # Invariants
+///
+/// `mpfn` is a migrate PFN entry from `secmmu_alloc_thp_dst()` that was
+/// not handed to migration.
+struct DstFolio {
+    mpfn: usize,
+}
+
+impl DstFolio {
+    /// A free PMD-order folio on `node` only; `-ENOMEM` if there is none.
+    fn alloc(node: i32) -> Result<Self> {
+        // SAFETY: `node` is a valid node (checked by the caller).
+        let mpfn = unsafe { b::secmmu_alloc_thp_dst(node) };
+        if mpfn == 0 {
+            return Err(ENOMEM);
+        }
+        // INVARIANT: just allocated, not handed over.
+        Ok(Self { mpfn })
+    }
+
+    fn pfn(&self) -> Pfn {
+        Pfn(self.mpfn >> b::MIGRATE_PFN_SHIFT)
+    }
+
+    /// Hands the folio to migration: finalize frees it if the move fails.
+    fn into_mpfn(self) -> usize {
+        let mpfn = self.mpfn;
+        core::mem::forget(self);
+        mpfn
+    }
+}
+
+impl Drop for DstFolio {
+    fn drop(&mut self) {
+        // SAFETY: ours, not handed to migration (type invariant).
+        unsafe { b::secmmu_free_thp_dst(self.mpfn) };
+    }
+}
+
+/// The contexts bound to the mm, snapshotted before setup.
+///
+/// Must outlive the mmap lock: the last reference on a context may be
+/// this one, and dropping it waits for SRCU. Dropping it drains every
+/// context (idempotent), so no injected stale translation survives it.
+struct Bound {
+    list: KVec<Arc<Binding>>,
+    range: Range<usize>,
+}
+
+impl Bound {
+    /// Every context bound to `mm`; `-ENOMEM` rather than a partial list.
+    fn snapshot(shared: &Shared, mm: &MmWithUser, range: Range<usize>) -> Result<Self> {
+        Ok(Self {
+            list: shared.bound_to(mm)?,
+            range,
+        })
+    }
+
+    /// Arms the `late_invalidate` injection of every context for `pfns`.
+    fn arm(&self, pfns: &Range<Pfn>) {
+        for bnd in self.list.iter() {
+            bnd.arm(self.range.clone(), pfns.clone());
+        }
+    }
+
+    /// The source is isolated and held: kept translations come back stale.
+    fn reinstate(&self, deadline: u64) {
+        for bnd in self.list.iter() {
+            bnd.reinstate(deadline);
+        }
+    }
+
+    /// Drains every context; counts and logs those that still held a
+    /// translation of the range (`late_invalidations_caught`) if `ev`.
+    fn drain(&self, ev: Option<&EventLog>) -> u64 {
+        let mut caught = 0;
+        for bnd in self.list.iter() {
+            let n = bnd.drain(self.range.start, self.range.end);
+            if let (Some(ev), true) = (ev, n > 0) {
+                caught += 1;
+                bnd.stats().inc(Stat::LATE_INVALIDATIONS_CAUGHT);
+                ev.record(bnd.ctx(), Kind::LateInvalidation, n as u64, 0, -1);
+            }
+        }
+        caught
+    }
+
+    /// Sleeps until the injected deadline of every stale translation of
+    /// the range has passed (at most `MAX_LATE_INVALIDATE_US`).
+    fn wait_stale_deadlines(&self) {
+        for bnd in self.list.iter() {
+            let deadline = bnd.stale_deadline(self.range.start, self.range.end);
+            let now = now_ns();
+            if deadline > now {
+                let us = ((deadline - now) / 1000).saturating_add(1);
+                fsleep(Delta::from_micros(i64::try_from(us).unwrap_or(i64::MAX)));
+            }
+        }
+    }
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        self.drain(None);
+    }
+}
+
+/// A migration set up by `migrate_vma_setup()`, to be finished by
+/// `migrate_vma_pages()` and `migrate_vma_finalize()` exactly once: by
+/// [`MigrateVma::finish`], or on drop with nothing handed over (the source
+/// is restored). The contexts are drained first, so no translation of the
+/// source survives the folio's release.
+///
+/// # Invariants
+///
+/// `args` came back from a successful `migrate_vma_setup()` over one THP,
+/// with `src`/`dst` pointing at `src`/`dst`'s `NR_PAGES` entries, and is
+/// not finished yet.
+struct MigrateVma<'a> {
+    args: b::migrate_vma,
+    src: KVec<usize>,
+    dst: KVec<usize>,
+    bound: &'a Bound,
+}
+
+impl<'a> MigrateVma<'a> {
+    /// Collects and unmaps the THP at `range` of `vma` (whose mm's mmap
+    /// lock the `vma` borrow shows is held).
+    fn setup(vma: &'a VmaRef, range: &Range<usize>, bound: &'a Bound) -> Result<Self> {
+        let mut src = KVec::<usize>::new();
+        let mut dst = KVec::<usize>::new();
+        src.resize(NR_PAGES, 0, GFP_KERNEL)?;
+        dst.resize(NR_PAGES, 0, GFP_KERNEL)?;
+        let mut args = b::migrate_vma {
+            vma: vma.as_ptr(),
+            dst: dst.as_mut_ptr(),
+            src: src.as_mut_ptr(),
+            cpages: 0,
+            npages: 0,
+            start: range.start,
+            end: range.end,
+            pgmap_owner: core::ptr::null_mut(),
+            flags: (b::migrate_vma_direction_MIGRATE_VMA_SELECT_SYSTEM
+                | b::migrate_vma_direction_MIGRATE_VMA_SELECT_COMPOUND) as usize,
+            fault_page: core::ptr::null_mut(),
+        };
+        // SAFETY: `args` describes one THP-sized, PMD-aligned range inside
+        // `vma` (checked by the caller), with `src`/`dst` arrays of
+        // `NR_PAGES` entries that outlive it; the mmap lock is held for
+        // reading, as `migrate_vma_setup` requires.
+        let r = unsafe { b::migrate_vma_setup(&raw mut args) };
+        if r < 0 {
+            return Err(Error::from_errno(r));
+        }
+        // INVARIANT: set up successfully, not finished.
+        Ok(Self {
+            args,
+            src,
+            dst,
+            bound,
+        })
+    }
+
+    /// The source entry of the THP's first page.
+    fn src(&self) -> Mpfn {
+        Mpfn(self.src.first().copied().unwrap_or(0))
+    }
+
+    /// Drains the contexts, hands `dst` over (if any), and finishes.
+    /// Returns whether the THP moved.
+    fn finish(mut self, dst: Option<DstFolio>) -> bool {
+        let moved = self.complete(dst);
+        core::mem::forget(self);
+        moved
+    }
+
+    fn complete(&mut self, dst: Option<DstFolio>) -> bool {
+        self.bound.drain(None);
+        if let (Some(d), Some(slot)) = (dst, self.dst.first_mut()) {
+            *slot = d.into_mpfn();
+        }
+        // SAFETY: set up and not finished (type invariant); `dst` holds 0
+        // or our locked destination folio for the first entry.
+        unsafe { b::migrate_vma_pages(&raw mut self.args) };
+        let moved = self.src().has(b::MIGRATE_PFN_MIGRATE as usize);
+        // SAFETY: as above. Finalize releases the source (or, if the move
+        // failed, the destination) and removes the migration entries.
+        unsafe { b::migrate_vma_finalize(&raw mut self.args) };
+        let src = core::mem::take(&mut self.src);
+        let dst = core::mem::take(&mut self.dst);
+        drop((src, dst));
+        moved
+    }
+}
+
+impl Drop for MigrateVma<'_> {
+    fn drop(&mut self) {
+        self.complete(None);
     }
 }
 
@@ -177,6 +447,7 @@ struct Done {
     verify_ns: u64,
     verified: bool,
     caught: u64,
+    checked: usize,
 }
 
 /// Runs one migration; records its result in `last`.
@@ -197,6 +468,7 @@ pub(crate) fn migrate_thp(shared: &Shared, req: Request, last: &mut LastResult) 
             last.verify_ns = done.verify_ns;
             last.verified = done.verified;
             last.caught = done.caught;
+            last.checked = done.checked;
             Stats::inc_global(Stat::THP_MIGRATIONS);
         }
         Err(f) => {
@@ -230,228 +502,204 @@ struct Failure {
     verify_ns: u64,
 }
 
+impl Failure {
+    fn new(err: Error, from: i32, why: &'static str) -> Self {
+        Self {
+            err,
+            from,
+            why,
+            copy_ns: 0,
+            verify_ns: 0,
+        }
+    }
+}
+
+/// The PMD-aligned 2 MiB block around `addr`, if it lies below `mm`'s
+/// `TASK_SIZE`.
+fn thp_block(mm: &MmWithUser, addr: usize) -> Option<Range<usize>> {
+    let task_size = crate::engine::task_size(mm);
+    let start = addr & !(HUGE_SIZE - 1);
+    let end = start.checked_add(HUGE_SIZE)?;
+    (addr < task_size && end <= task_size).then_some(start..end)
+}
+
+/// Whether `vma` is anonymous and private.
+fn is_anon_private(vma: &VmaRef) -> bool {
+    // SAFETY: the `VmaRef` borrow shows the mmap lock is held, under which
+    // `vm_ops` is stable (`vma_is_anonymous()` reads the same field).
+    let anon = unsafe { (*vma.as_ptr()).vm_ops.is_null() };
+    anon && vma.flags() & kernel::mm::virt::flags::SHARED == 0
+}
+
 fn run(shared: &Shared, req: Request) -> core::result::Result<Done, Failure> {
-    let fail = |err: Error, why: &'static str| Failure {
-        err,
-        from: -1,
-        why,
-        copy_ns: 0,
-        verify_ns: 0,
-    };
+    let fail = |err: Error, why: &'static str| Failure::new(err, -1, why);
     // SAFETY: no preconditions.
     if !unsafe { b::secmmu_node_valid(req.node) } {
         return Err(fail(EINVAL, "node offline, without memory or out of range"));
     }
-    let mm = MmUser::by_pid(req.pid).map_err(|e| fail(e, "no such process, or it has no mm"))?;
-    let start = req.addr & !(HUGE_SIZE - 1);
-    let end = start + HUGE_SIZE;
-    let guard = mm.get().mmap_read_lock();
-    let mut vma: *mut bindings::vm_area_struct = core::ptr::null_mut();
-    let mut pfn = 0usize;
-    // SAFETY: `mm` has a user and its mmap lock is held for reading; the
-    // out-pointers are valid locals.
-    let r = unsafe { b::secmmu_thp_lookup(mm.0, req.addr, &raw mut vma, &raw mut pfn) };
-    if r < 0 {
-        let why = match r {
-            r if r == -(bindings::EFAULT as i32) => "address not in any VMA",
-            r if r == -(bindings::EINVAL as i32) => "address not in an anonymous private VMA",
-            _ => "no PMD-mapped THP there",
-        };
-        return Err(fail(Error::from_errno(r), why));
+    let mm = mm_by_pid(req.pid).map_err(|e| fail(e, "no such process, or it has no mm"))?;
+    let range = thp_block(&mm, req.addr).ok_or_else(|| fail(EFAULT, "address past TASK_SIZE"))?;
+    // Declared before the lock guard, so dropped after it.
+    let bound = Bound::snapshot(shared, &mm, range.clone())
+        .map_err(|e| fail(e, "out of memory listing the bound contexts"))?;
+    let guard = mm.mmap_read_lock();
+    let vma = guard
+        .vma_lookup(req.addr)
+        .ok_or_else(|| fail(EFAULT, "address not in any VMA"))?;
+    if !is_anon_private(vma) {
+        return Err(fail(EINVAL, "address not in an anonymous private VMA"));
     }
-    // SAFETY: `pfn` heads a THP mapped right now (lookup under the lock).
-    let from = unsafe { b::secmmu_pfn_to_nid(pfn) };
-    let fail = |err: Error, why: &'static str| Failure {
-        err,
-        from,
-        why,
-        copy_ns: 0,
-        verify_ns: 0,
-    };
+    if range.start < vma.start() || range.end > vma.end() {
+        return Err(fail(ENOENT, "no PMD-mapped THP there"));
+    }
+    let folio = FolioRef::lookup(&mm, range.start).map_err(|e| {
+        let why = if e == EFAULT {
+            "the huge zero page maps it"
+        } else {
+            "no PMD-mapped THP there"
+        };
+        fail(e, why)
+    })?;
+    let from = folio.nid();
+    let fail = |err: Error, why: &'static str| Failure::new(err, from, why);
     if from == req.node {
         return Err(fail(EALREADY, "THP already on that node"));
     }
-    // SAFETY: `node` is valid (checked above).
-    let dst_mpfn = unsafe { b::secmmu_alloc_thp_dst(req.node) };
-    if dst_mpfn == 0 {
-        return Err(fail(ENOMEM, "no huge page free on the node"));
+    let dst = DstFolio::alloc(req.node).map_err(|e| fail(e, "no huge page free on the node"))?;
+    let inject_us = shared.late_invalidate_us();
+    if inject_us > 0 {
+        bound.arm(&folio.pfns());
     }
-    let mut src = KVec::<usize>::new();
-    let mut dst = KVec::<usize>::new();
-    let alloc = src
-        .resize(NR_PAGES, 0, GFP_KERNEL)
-        .and_then(|()| dst.resize(NR_PAGES, 0, GFP_KERNEL));
-    if alloc.is_err() {
-        // SAFETY: `dst_mpfn` came from `secmmu_alloc_thp_dst` and was not
-        // handed to migration.
-        unsafe { b::secmmu_free_thp_dst(dst_mpfn) };
-        return Err(fail(ENOMEM, "out of memory"));
+    // Setup counts references: ours would read as a pin (module doc).
+    let head = folio.head;
+    drop(folio);
+    let mig =
+        MigrateVma::setup(vma, &range, &bound).map_err(|e| fail(e, "migrate_vma_setup failed"))?;
+    let src = mig.src();
+    if !src.has(Mpfn::WHOLE_THP) {
+        let why = match src.page() {
+            None => "the THP went away before setup (a hole)",
+            Some(_) => "the kernel would not isolate the THP",
+        };
+        let err = if src.page().is_none() { EAGAIN } else { EBUSY };
+        return Err(fail(err, why));
     }
-    let mut args = b::migrate_vma {
-        vma,
-        dst: dst.as_mut_ptr(),
-        src: src.as_mut_ptr(),
-        cpages: 0,
-        npages: 0,
-        start,
-        end,
-        pgmap_owner: core::ptr::null_mut(),
-        flags: (b::migrate_vma_direction_MIGRATE_VMA_SELECT_SYSTEM
-            | b::migrate_vma_direction_MIGRATE_VMA_SELECT_COMPOUND) as usize,
-        fault_page: core::ptr::null_mut(),
-    };
-    let bound = shared.bound_to(mm.0 as usize).unwrap_or_default();
-    shared.set_migrating(Some((mm.0 as usize, start, end)));
-    // SAFETY: `args` describes `[start, end)` inside `vma` (checked by the
-    // lookup), with `src`/`dst` arrays of `NR_PAGES` entries; the mmap lock
-    // is held for reading, as `migrate_vma_setup` requires.
-    let r = unsafe { b::migrate_vma_setup(&raw mut args) };
-    if r < 0 {
-        shared.set_migrating(None);
-        // SAFETY: not handed to migration.
-        unsafe { b::secmmu_free_thp_dst(dst_mpfn) };
-        return Err(fail(Error::from_errno(r), "migrate_vma_setup failed"));
-    }
-    let s0 = src.first().copied().unwrap_or(0);
-    let want = (b::MIGRATE_PFN_MIGRATE | b::MIGRATE_PFN_COMPOUND) as usize;
-    if args.cpages == 0 || s0 & want != want {
-        // Nothing (or not the whole THP) could be isolated: hand nothing
-        // over, restore the mapping. Translations the injection kept stale
-        // go too, whatever page they point at.
-        for bnd in bound.iter() {
-            bnd.force_invalidate(start, end);
-        }
-        // SAFETY: `args` came back from a successful setup; all `dst` are 0.
-        unsafe {
-            b::migrate_vma_pages(&raw mut args);
-            b::migrate_vma_finalize(&raw mut args);
-        }
-        shared.set_migrating(None);
-        // SAFETY: not handed to migration.
-        unsafe { b::secmmu_free_thp_dst(dst_mpfn) };
-        return Err(fail(EBUSY, "the kernel would not isolate the THP"));
+    if src.page() != Some(head) {
+        return Err(fail(EAGAIN, "setup collected another page than the lookup"));
     }
     let ev = &shared.events;
-    ev.record(0, Kind::Unmap, start as u64, end as u64, from);
-
-    // Hardening: no secondary TLB may still map the source, and no device
-    // access through one may be in flight, before the copy.
-    let mut caught = 0u64;
-    if !req.unhardened {
-        for bnd in bound.iter() {
-            let n = bnd.force_invalidate(start, end);
-            if n > 0 {
-                caught += 1;
-                bnd.stats().inc(Stat::LATE_INVALIDATIONS_CAUGHT);
-                ev.record(bnd.ctx(), Kind::LateInvalidation, n as u64, 0, -1);
-            }
-        }
+    ev.record(0, Kind::Unmap, range.start as u64, range.end as u64, from);
+    if inject_us > 0 {
+        // The source is now isolated, locked and referenced by migration.
+        bound.reinstate(now_ns().saturating_add(inject_us.saturating_mul(1000)));
     }
-
-    // SAFETY: `s0` is a migrate PFN entry returned by setup.
-    let src_pfn = unsafe { b::secmmu_mpfn_to_pfn(s0) };
-    // SAFETY: `dst_mpfn` is a migrate PFN entry of our destination folio.
-    let dst_pfn = unsafe { b::secmmu_mpfn_to_pfn(dst_mpfn) };
-    ev.record(0, Kind::CopyBegin, src_pfn as u64, dst_pfn as u64, req.node);
-    let t0 = now_ns();
-    // SAFETY: both are PMD-order folios we hold: the source isolated and
-    // locked by setup, the destination ours and locked.
-    unsafe { b::secmmu_copy_thp(dst_pfn, src_pfn) };
-    let copy_ns = now_ns().saturating_sub(t0);
-    if shared.corrupt_copy() {
-        // SAFETY: the destination is ours and locked; it is about to be
-        // compared with the source and, differing, freed.
-        unsafe { b::secmmu_corrupt_thp(dst_pfn) };
-    }
-    ev.record(0, Kind::CopyEnd, src_pfn as u64, dst_pfn as u64, req.node);
-
-    let mut verified = false;
-    let mut verify_ns = 0;
-    if req.unhardened {
-        // The pre-fix ordering: the secondary TLB hears of it only now,
-        // after the copy. Let injected late invalidations run their course,
-        // then drain the device before the source can be freed.
-        for bnd in bound.iter() {
-            let deadline = bnd.stale_deadline(start, end);
-            let now = now_ns();
-            if deadline > now {
-                let us = ((deadline - now) / 1000).saturating_add(1);
-                fsleep(Delta::from_micros(i64::try_from(us).unwrap_or(i64::MAX)));
-            }
-            bnd.force_invalidate(start, end);
-        }
+    let caught = if req.unhardened {
+        0
     } else {
-        let t1 = now_ns();
-        // SAFETY: as for the copy.
-        let diff = unsafe { b::secmmu_cmp_thp(dst_pfn, src_pfn) };
-        verify_ns = now_ns().saturating_sub(t1);
-        if diff >= 0 {
-            Stats::inc_global(Stat::THP_VERIFY_FAILURES);
-            // SAFETY: as above; `dst` is still all 0: nothing handed over.
-            unsafe {
-                b::migrate_vma_pages(&raw mut args);
-                b::migrate_vma_finalize(&raw mut args);
-            }
-            shared.set_migrating(None);
-            // SAFETY: not handed to migration.
-            unsafe { b::secmmu_free_thp_dst(dst_mpfn) };
-            ev.record(0, Kind::MigrateAbort, EIO.to_errno() as u64, 0, from);
-            return Err(Failure {
-                copy_ns,
-                verify_ns,
-                ..fail(EIO, "destination differs from source after the copy")
-            });
-        }
-        verified = true;
-    }
-
-    if let Some(d) = dst.first_mut() {
-        *d = dst_mpfn;
-    }
-    // SAFETY: `args` from a successful setup; `dst[0]` is our locked folio.
-    unsafe { b::migrate_vma_pages(&raw mut args) };
-    let moved = src
-        .first()
-        .is_some_and(|s| s & (b::MIGRATE_PFN_MIGRATE as usize) != 0);
-    ev.record(0, Kind::Remap, start as u64, end as u64, req.node);
-    shared.set_migrating(None);
-    // SAFETY: as above. Finalize releases the source (or, if the move
-    // failed, the destination) and removes the migration entries.
-    unsafe { b::migrate_vma_finalize(&raw mut args) };
-    if !moved {
-        ev.record(0, Kind::MigrateAbort, EAGAIN.to_errno() as u64, 0, from);
+        bound.drain(Some(ev))
+    };
+    let copy = copy_and_check(shared, &req, head, &dst, &bound);
+    let (copy_ns, verify_ns) = (copy.copy_ns, copy.verify_ns);
+    if copy.differs {
+        Stats::inc_global(Stat::THP_VERIFY_FAILURES);
+        drop(mig);
+        ev.record(0, Kind::MigrateAbort, EIO.to_errno() as u64, 0, from);
         return Err(Failure {
             copy_ns,
             verify_ns,
-            ..fail(EAGAIN, "migrate_vma_pages did not move the THP")
+            ..fail(EIO, "destination differs from source after the copy")
         });
     }
-
-    // Confirm: still a THP, now on the node.
-    let mut pfn2 = 0usize;
-    // SAFETY: as for the first lookup; the lock is still held.
-    let r = unsafe { b::secmmu_thp_lookup(mm.0, req.addr, &raw mut vma, &raw mut pfn2) };
-    let nid = if r == 0 {
-        // SAFETY: the lookup found a THP mapped at `pfn2` right now.
-        unsafe { b::secmmu_pfn_to_nid(pfn2) }
+    let moved = mig.finish(Some(dst));
+    ev.record(
+        0,
+        Kind::Remap,
+        range.start as u64,
+        range.end as u64,
+        req.node,
+    );
+    let (nid, new_head) = if moved {
+        FolioRef::lookup(&mm, range.start).map_or((-1, 0), |f| (f.nid(), f.head.0))
     } else {
-        -1
+        (-1, 0)
     };
     drop(guard);
     if nid != req.node {
         ev.record(0, Kind::MigrateAbort, EAGAIN.to_errno() as u64, 0, nid);
+        let why = if moved {
+            "moved, but not as a THP on the node"
+        } else {
+            "migrate_vma_pages did not move the THP"
+        };
         return Err(Failure {
             copy_ns,
             verify_ns,
-            ..fail(EAGAIN, "moved, but not as a THP on the node")
+            ..fail(EAGAIN, why)
         });
     }
-    ev.record(0, Kind::MigrateDone, req.node as u64, pfn2 as u64, req.node);
+    ev.record(
+        0,
+        Kind::MigrateDone,
+        req.node as u64,
+        new_head as u64,
+        req.node,
+    );
     Ok(Done {
         from,
         copy_ns,
         verify_ns,
-        verified,
+        verified: !req.unhardened,
         caught,
+        checked: bound.list.len(),
     })
+}
+
+/// The copy's timings, and whether the check found a difference.
+struct Copied {
+    copy_ns: u64,
+    verify_ns: u64,
+    differs: bool,
+}
+
+/// Copies the isolated source THP at `src` to `dst`; then, hardened,
+/// compares them, or, unhardened (the pre-fix ordering: the secondary TLB
+/// hears of it only now), lets injected late invalidations run their
+/// course before the caller drains the device.
+fn copy_and_check(
+    shared: &Shared,
+    req: &Request,
+    src: Pfn,
+    dst: &DstFolio,
+    bound: &Bound,
+) -> Copied {
+    let ev = &shared.events;
+    let dst_pfn = dst.pfn();
+    ev.record(0, Kind::CopyBegin, src.0 as u64, dst_pfn.0 as u64, req.node);
+    let t0 = now_ns();
+    // SAFETY: both are PMD-order folios held for the copy: the source
+    // isolated and locked by setup, the destination ours and locked.
+    unsafe { b::secmmu_copy_thp(dst_pfn.0, src.0) };
+    let copy_ns = now_ns().saturating_sub(t0);
+    if shared.corrupt_copy() {
+        // SAFETY: the destination is ours and locked; it is about to be
+        // compared with the source and, differing, freed.
+        unsafe { b::secmmu_corrupt_thp(dst_pfn.0) };
+    }
+    ev.record(0, Kind::CopyEnd, src.0 as u64, dst_pfn.0 as u64, req.node);
+    if req.unhardened {
+        bound.wait_stale_deadlines();
+        return Copied {
+            copy_ns,
+            verify_ns: 0,
+            differs: false,
+        };
+    }
+    let t1 = now_ns();
+    // SAFETY: as for the copy.
+    let diff = unsafe { b::secmmu_cmp_thp(dst_pfn.0, src.0) };
+    Copied {
+        copy_ns,
+        verify_ns: now_ns().saturating_sub(t1),
+        differs: diff >= 0,
+    }
 }

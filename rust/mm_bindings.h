@@ -18,12 +18,13 @@ int secmmu_pfn_to_nid(unsigned long pfn);
 unsigned int secmmu_cpu(void);
 struct workqueue_struct *secmmu_alloc_wq(void);
 struct mm_struct *secmmu_get_mm_by_pid(int nr);
-int secmmu_thp_lookup(struct mm_struct *mm, unsigned long addr,
-		      struct vm_area_struct **vmap, unsigned long *pfn);
+int secmmu_thp_folio_get(struct mm_struct *mm, unsigned long addr,
+			 unsigned long *pfn);
+void secmmu_folio_put(unsigned long pfn);
+unsigned long secmmu_task_size(struct mm_struct *mm);
 bool secmmu_node_valid(int nid);
 unsigned long secmmu_alloc_thp_dst(int nid);
 void secmmu_free_thp_dst(unsigned long mpfn);
-unsigned long secmmu_mpfn_to_pfn(unsigned long mpfn);
 void secmmu_copy_thp(unsigned long dst_pfn, unsigned long src_pfn);
 long secmmu_cmp_thp(unsigned long a_pfn, unsigned long b_pfn);
 void secmmu_corrupt_thp(unsigned long pfn);

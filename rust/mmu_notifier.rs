@@ -62,8 +62,13 @@ pub(crate) trait SecondaryTlb: Send + Sync {
     fn invalidate_secondary_tlbs(&self, start: usize, end: usize);
 
     /// The mm is being torn down (`exit_mmap()`) or the registration is
-    /// being dropped, whichever comes first: stop every access to the mm.
-    /// Called at most once.
+    /// being dropped: stop every access to the mm.
+    ///
+    /// May be called more than once, and twice at the same time:
+    /// `exit_mmap()` (`mn_hlist_release()`) calls it for every subscription
+    /// still on the mm, and a concurrent `mmu_notifier_unregister()` calls
+    /// it too unless `exit_mmap()` already unhooked the subscription. It
+    /// must be idempotent and safe to run concurrently with itself.
     fn release(&self);
 }
 

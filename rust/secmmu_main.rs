@@ -24,6 +24,7 @@ use kernel::{
 };
 
 mod bench;
+mod completion;
 mod control;
 mod device;
 mod engine;

@@ -2,29 +2,35 @@
 
 //! State shared by every device context, the notifier callbacks and the
 //! debugfs files: the event log, the registry of bound contexts (so the
-//! migration helper can find every secondary TLB of an mm), the fault
-//! injection settings, and the range the helper is migrating.
+//! migration helper can find every secondary TLB of an mm) and the fault
+//! injection settings.
+//!
+//! # The registry and the helper's snapshot
+//!
+//! A context is published here at the end of its bind, after its notifier
+//! is registered, and before its file can submit any device access. The
+//! helper snapshots the contexts of an mm before `migrate_vma_setup()` and
+//! arms only those for the `late_invalidate` injection: a context
+//! published later is never armed, so the callback honours each of its
+//! invalidations at once and it can hold no stale translation the helper
+//! would not drain. The snapshot's references are dropped only after the
+//! helper has released the mmap lock (the last one unregisters a notifier,
+//! which waits for SRCU).
 
 use crate::{bench::LastBench, engine::Binding, events::EventLog, migrate::LastResult};
 use kernel::{
-    bindings, new_mutex, new_spinlock,
+    bindings,
+    mm::Mm,
+    new_mutex,
     prelude::*,
     sync::{
         atomic::{Atomic, Relaxed},
-        Arc, Mutex, SpinLock,
+        Arc, Mutex,
     },
 };
 
 /// Longest `late_invalidate` delay accepted, in microseconds.
 pub(crate) const MAX_LATE_INVALIDATE_US: u64 = 1_000_000;
-
-/// The range the helper is migrating, while it does.
-#[derive(Clone, Copy)]
-struct MigratingRange {
-    mm: usize,
-    start: usize,
-    end: usize,
-}
 
 /// See the module documentation.
 #[pin_data]
@@ -35,8 +41,6 @@ pub(crate) struct Shared {
     bound: Mutex<KVec<Arc<Binding>>>,
     late_invalidate_us: Atomic<u64>,
     corrupt_copy: Atomic<bool>,
-    #[pin]
-    migrating: SpinLock<Option<MigratingRange>>,
     /// Serialises helper runs and keeps the last result.
     #[pin]
     pub(crate) helper: Mutex<LastResult>,
@@ -62,7 +66,6 @@ impl Shared {
                 bound <- new_mutex!(KVec::new()),
                 late_invalidate_us: Atomic::new(0),
                 corrupt_copy: Atomic::new(false),
-                migrating <- new_spinlock!(None),
                 helper <- new_mutex!(LastResult::default()),
                 bench <- new_mutex!(LastBench::default()),
             }),
@@ -84,11 +87,12 @@ impl Shared {
         }
     }
 
-    /// Every context bound to `mm`.
-    pub(crate) fn bound_to(&self, mm: usize) -> Result<KVec<Arc<Binding>>> {
+    /// Every context bound to `mm`; `-ENOMEM` if the list cannot be
+    /// allocated (never a partial list).
+    pub(crate) fn bound_to(&self, mm: &Mm) -> Result<KVec<Arc<Binding>>> {
         let bound = self.bound.lock();
         let mut out = KVec::new();
-        for b in bound.iter().filter(|b| b.mm_raw() == mm) {
+        for b in bound.iter().filter(|b| b.is_bound_to(mm)) {
             out.push(b.clone(), GFP_KERNEL)?;
         }
         Ok(out)
@@ -122,27 +126,5 @@ impl Shared {
     /// Sets the `corrupt_copy` injection.
     pub(crate) fn set_corrupt_copy(&self, on: bool) {
         self.corrupt_copy.store(on, Relaxed);
-    }
-
-    /// Marks `[start, end)` of `mm` as being migrated by the helper (or
-    /// clears it with `None`).
-    pub(crate) fn set_migrating(&self, r: Option<(usize, usize, usize)>) {
-        *self.migrating.lock() = r.map(|(mm, start, end)| MigratingRange { mm, start, end });
-    }
-
-    /// Under `late_invalidate` injection, the time until which an
-    /// invalidation of `[start, end)` in `mm` is to be ignored by the
-    /// device: only inside the range the helper is migrating.
-    pub(crate) fn late_deadline(&self, mm: usize, start: usize, end: usize) -> Option<u64> {
-        let us = self.late_invalidate_us();
-        if us == 0 {
-            return None;
-        }
-        let r = (*self.migrating.lock())?;
-        // The invalidation must fall inside the migrating range.
-        if r.mm != mm || start < r.start || end > r.end {
-            return None;
-        }
-        Some(now_ns().saturating_add(us.saturating_mul(1000)))
     }
 }

@@ -6,14 +6,14 @@
 //! stream stopped, does not hold that value lost a write: the device wrote
 //! it through a translation to a page the process no longer maps.
 
-use crate::{engine::Binding, mm_bindings as b, queue, stats::Stat};
+use crate::{completion::Done, engine::Binding, mm_bindings as b, queue, stats::Stat};
 use core::mem::size_of;
 use kernel::{
     new_mutex,
     prelude::*,
     sync::{
         atomic::{Atomic, Relaxed},
-        Arc, Completion, Mutex,
+        Arc, Mutex,
     },
     uaccess::{UserPtr, UserSlice},
     workqueue::{new_work, Work, WorkItem},
@@ -53,7 +53,7 @@ pub(crate) struct Stream {
     error: Atomic<i32>,
     writes: Atomic<u64>,
     #[pin]
-    done: Completion,
+    done: Done,
     #[pin]
     work: Work<Stream>,
 }
@@ -77,7 +77,12 @@ impl WorkItem for Stream {
                 let seq = ring.seq;
                 // Cannot wrap: checked in `start` (type invariant).
                 let va = this.addr.wrapping_add(pos.wrapping_mul(this.stride));
-                if let Err(e) = this.binding.write_u64(va, seq) {
+                // `stop` is also the write's cancel flag: a stop request
+                // ends a write that keeps retrying at once.
+                if let Err(e) = this.binding.write_u64(va, seq, &this.stop) {
+                    if e == EINTR {
+                        break;
+                    }
                     failed = Some(e);
                     break;
                 }
@@ -130,12 +135,12 @@ impl Stream {
         {
             return Err(EINVAL);
         }
-        // The last slot's end must not wrap.
-        stride
+        // The last slot's end must not wrap, and must lie below TASK_SIZE.
+        let span = stride
             .checked_mul(slots - 1)
-            .and_then(|span| span.checked_add(addr))
-            .and_then(|last| last.checked_add(size_of::<u64>()))
+            .and_then(|span| span.checked_add(size_of::<u64>()))
             .ok_or(EFAULT)?;
+        binding.check_range(addr, span)?;
         let mut last = KVVec::with_capacity(slots, GFP_KERNEL)?;
         last.resize(slots, 0u64, GFP_KERNEL)?;
         // INVARIANT: `last` has `slots` entries; the range was checked.
@@ -150,7 +155,7 @@ impl Stream {
                 stop: Atomic::new(false),
                 error: Atomic::new(0),
                 writes: Atomic::new(0),
-                done <- Completion::new(),
+                done <- Done::new(),
                 work <- new_work!("secmmu::Stream"),
             }),
             GFP_KERNEL,
@@ -167,17 +172,18 @@ impl Stream {
         !self.stop.load(Relaxed)
     }
 
-    /// Stops the stream and waits until the engine has finished with it.
-    /// Idempotent.
-    pub(crate) fn stop(&self) {
+    /// Stops the stream and waits until the engine has finished with it
+    /// (at most one write: the engine checks the flag per write and per
+    /// fill retry). Idempotent. `-EINTR` if the caller was killed meanwhile.
+    pub(crate) fn stop(&self) -> Result {
         self.stop.store(true, Relaxed);
-        self.done.wait_for_completion();
+        self.done.wait_killable()
     }
 
     /// Stops the stream and compares every slot, as the calling task (in
     /// the bound mm) sees it, with the last value the device wrote there.
     pub(crate) fn verify(&self) -> Result<b::secmmu_verify> {
-        self.stop();
+        self.stop()?;
         let ring = self.ring.lock();
         let mut lost = 0u64;
         let mut first = u64::MAX;

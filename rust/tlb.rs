@@ -11,11 +11,27 @@
 //! invalidation visits only the entries overlapping the range (plus at most
 //! the 4 KiB entries of the first 2 MiB block), not the whole capacity.
 //! Insertion needs a node allocated beforehand ([`NodeReservation`]) so that
-//! the locked part never allocates.
+//! the locked part never allocates, and removal never frees: the callback
+//! runs under page-table locks, so removed nodes go to a free list that the
+//! device's own (process-context) paths reuse or free ([`Tlb::take_free`]).
+//!
+//! # Injected late invalidation
+//!
+//! For the `late_invalidate` injection the migration helper *arms* the TLB
+//! with the range it migrates and the PFNs of the source folio. While armed
+//! and collecting, the callback still removes every entry it is asked to,
+//! but keeps the removed entries that map only that folio aside
+//! ([`Tlb::invalidate`]). Once the helper holds the folio isolated and
+//! referenced, it puts them back as *stale* entries ([`Tlb::reinstate`]):
+//! the device then keeps using translations the kernel asked it to drop,
+//! as a late secondary TLB would, but only into a page that cannot be
+//! freed. [`Tlb::drain`] removes them all before the helper lets go of the
+//! folio. Every other invalidation is honoured at once.
 
+use core::ops::Range;
 use kernel::{
     prelude::*,
-    rbtree::{RBTree, RBTreeNodeReservation},
+    rbtree::{RBTree, RBTreeNode, RBTreeNodeReservation},
 };
 
 /// Size of a base page.
@@ -28,13 +44,17 @@ pub(crate) const DEFAULT_CAPACITY: usize = 512;
 /// The largest capacity a context may ask for.
 pub(crate) const MAX_CAPACITY: usize = 65536;
 
+/// A page frame number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Pfn(pub(crate) usize);
+
 /// One cached translation.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Translation {
     /// Virtual address of the first byte the entry maps (aligned to `size`).
     pub(crate) va: usize,
     /// PFN of the first page the entry maps.
-    pub(crate) pfn: usize,
+    pub(crate) pfn: Pfn,
     /// `PAGE_SIZE` or `HUGE_SIZE`.
     pub(crate) size: usize,
     /// Filled for a write: device writes may use it.
@@ -47,17 +67,25 @@ pub(crate) struct Translation {
 
 impl Translation {
     /// The PFN backing `va`, which must lie inside the entry.
-    pub(crate) fn pfn_of(&self, va: usize) -> usize {
-        self.pfn + (va - self.va) / PAGE_SIZE
+    pub(crate) fn pfn_of(&self, va: usize) -> Pfn {
+        Pfn(self.pfn.0 + (va - self.va) / PAGE_SIZE)
     }
 
     fn overlaps(&self, start: usize, end: usize) -> bool {
         self.va < end && start < self.va + self.size
     }
+
+    /// The PFNs the entry maps.
+    fn pfns(&self) -> Range<Pfn> {
+        Pfn(self.pfn.0)..Pfn(self.pfn.0 + self.size / PAGE_SIZE)
+    }
 }
 
 /// A node allocated ahead of [`Tlb::insert`], outside the TLB lock.
 pub(crate) type NodeReservation = RBTreeNodeReservation<usize, Translation>;
+
+/// Nodes removed from the TLB and not yet freed.
+pub(crate) type FreeNodes = RBTree<usize, Translation>;
 
 /// Allocates a node for a later [`Tlb::insert`]. May sleep.
 pub(crate) fn reserve() -> Result<NodeReservation> {
@@ -70,6 +98,19 @@ fn key(va: usize, size: usize) -> usize {
     va | usize::from(size == HUGE_SIZE)
 }
 
+/// What the helper armed the TLB with (`late_invalidate` injection).
+struct Armed {
+    /// The virtual range being migrated.
+    va: Range<usize>,
+    /// The source folio's PFNs.
+    pfns: Range<Pfn>,
+    /// Entries the callback removed that map only the folio, until
+    /// [`Tlb::reinstate`] or [`Tlb::drain`].
+    kept: FreeNodes,
+    /// [`Tlb::reinstate`] ran: the callback keeps nothing aside any more.
+    reinstated: bool,
+}
+
 /// The software TLB.
 ///
 /// # Invariants
@@ -77,6 +118,11 @@ fn key(va: usize, size: usize) -> usize {
 /// - `len` is the number of entries in `map`, and `len <= capacity`.
 /// - Every entry `e` is stored under `key(e.va, e.size)`, `e.size` is
 ///   `PAGE_SIZE` or `HUGE_SIZE`, and `e.va` is aligned to `e.size`.
+/// - `seq` changes on every removal of entries the kernel asked for
+///   ([`Tlb::invalidate`], [`Tlb::flush`]); it is only read and written
+///   under the lock that guards the `Tlb`.
+/// - An entry with `stale_until != 0` maps only PFNs of the folio the TLB
+///   is armed with, and exists only while it is armed.
 pub(crate) struct Tlb {
     map: RBTree<usize, Translation>,
     len: usize,
@@ -84,6 +130,10 @@ pub(crate) struct Tlb {
     /// Clock hand for replacement: the next eviction takes the first entry
     /// at or after this key.
     hand: usize,
+    seq: u64,
+    /// Removed nodes, freed or reused outside the callback.
+    free: FreeNodes,
+    armed: Option<Armed>,
 }
 
 /// What an insertion did.
@@ -92,15 +142,25 @@ pub(crate) struct Inserted {
     pub(crate) evicted: bool,
 }
 
+/// Puts `node` on `list`. Keys in a list are distinct but for a node
+/// refilled and removed again before the list was emptied; the older
+/// duplicate is then freed here (one `kfree`, rare).
+fn put_node(list: &mut FreeNodes, node: RBTreeNode<usize, Translation>) {
+    drop(list.insert(node));
+}
+
 impl Tlb {
     /// An empty TLB holding at most `capacity` entries (`1..=MAX_CAPACITY`).
     pub(crate) fn new(capacity: usize) -> Self {
-        // INVARIANT: empty map, len 0.
+        // INVARIANT: empty map, len 0, not armed.
         Self {
             map: RBTree::new(),
             len: 0,
             capacity: capacity.clamp(1, MAX_CAPACITY),
             hand: 0,
+            seq: 0,
+            free: RBTree::new(),
+            armed: None,
         }
     }
 
@@ -112,6 +172,23 @@ impl Tlb {
     /// Capacity in entries.
     pub(crate) fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// The invalidation sequence number: a fill that saw it before its page
+    /// walk inserts only if it is unchanged (see `engine.rs`).
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The removed nodes, to be freed by the caller once it has dropped the
+    /// lock (in process context), and one of them kept for reuse as the
+    /// caller's next insertion.
+    pub(crate) fn take_free(&mut self) -> (FreeNodes, Option<NodeReservation>) {
+        let mut free = core::mem::replace(&mut self.free, RBTree::new());
+        let node = free
+            .cursor_front_mut()
+            .map(|c| c.remove_current().1.into_reservation());
+        (free, node)
     }
 
     /// Looks up the translation covering `va`, huge entries first. A stale
@@ -126,7 +203,8 @@ impl Tlb {
                 continue;
             };
             if t.stale_until != 0 && now >= t.stale_until {
-                if self.map.remove(&k).is_some() {
+                if let Some(node) = self.map.remove_node(&k) {
+                    put_node(&mut self.free, node);
                     // INVARIANT: one entry left the map.
                     self.len -= 1;
                 }
@@ -135,51 +213,6 @@ impl Tlb {
             return Some(t);
         }
         None
-    }
-
-    /// Marks the live entries overlapping `[start, end)` stale until
-    /// `deadline` instead of dropping them (`late_invalidate` injection);
-    /// returns how many.
-    pub(crate) fn mark_stale(&mut self, start: usize, end: usize, deadline: u64) -> usize {
-        let mut next = start & !(HUGE_SIZE - 1);
-        let mut marked = 0;
-        while next < end {
-            let Some(mut cursor) = self.map.cursor_lower_bound_mut(&next) else {
-                break;
-            };
-            let (k, t) = cursor.current_mut();
-            let k = *k;
-            if t.va >= end {
-                break;
-            }
-            if t.overlaps(start, end) && t.stale_until == 0 {
-                t.stale_until = deadline;
-                marked += 1;
-            }
-            next = k + 1;
-        }
-        marked
-    }
-
-    /// The latest `stale_until` of the entries overlapping `[start, end)`,
-    /// 0 if none is stale.
-    pub(crate) fn stale_deadline(&self, start: usize, end: usize) -> u64 {
-        let mut latest = 0;
-        let mut next = start & !(HUGE_SIZE - 1);
-        while next < end {
-            let Some(cursor) = self.map.cursor_lower_bound(&next) else {
-                break;
-            };
-            let (&k, t) = cursor.current();
-            if t.va >= end {
-                break;
-            }
-            if t.overlaps(start, end) {
-                latest = latest.max(t.stale_until);
-            }
-            next = k + 1;
-        }
-        latest
     }
 
     /// Caches `t`, replacing an entry for the same address and size, and
@@ -209,18 +242,22 @@ impl Tlb {
         };
         let k = *cursor.current().0;
         let (_, node) = cursor.remove_current();
-        drop(node);
+        put_node(&mut self.free, node);
         self.hand = k.wrapping_add(1);
         // INVARIANT: one entry left the map.
         self.len -= 1;
         true
     }
 
-    /// Drops every entry overlapping `[start, end)`; returns how many.
-    ///
-    /// Visits the overlapping entries and at most the non-overlapping
-    /// 4 KiB entries in the 2 MiB block holding `start`.
-    pub(crate) fn invalidate(&mut self, start: usize, end: usize) -> usize {
+    /// Removes every entry overlapping `[start, end)` and hands each to
+    /// `sink`; returns how many. Visits the overlapping entries and at most
+    /// the non-overlapping 4 KiB entries in the 2 MiB block holding `start`.
+    fn remove_range(
+        &mut self,
+        start: usize,
+        end: usize,
+        mut sink: impl FnMut(&mut Self, Translation, RBTreeNode<usize, Translation>),
+    ) -> usize {
         let mut next = start & !(HUGE_SIZE - 1);
         let mut removed = 0;
         while next < end {
@@ -232,8 +269,9 @@ impl Tlb {
                 break;
             }
             if t.overlaps(start, end) {
+                let t = *t;
                 let (_, node) = cursor.remove_current();
-                drop(node);
+                sink(self, t, node);
                 removed += 1;
             }
             next = k + 1;
@@ -243,12 +281,127 @@ impl Tlb {
         removed
     }
 
-    /// Drops every entry; returns how many there were.
+    /// The kernel asks to drop every entry overlapping `[start, end)`:
+    /// removes them and returns how many. Never frees memory (it runs in
+    /// the callback). If the TLB is armed and has not been reinstated yet,
+    /// a removed live entry lying inside the armed range and mapping only
+    /// the armed folio is kept aside for [`Tlb::reinstate`].
+    pub(crate) fn invalidate(&mut self, start: usize, end: usize) -> usize {
+        self.seq = self.seq.wrapping_add(1);
+        self.remove_range(start, end, |tlb, t, node| tlb.retire(t, node))
+    }
+
+    /// Puts a node the kernel asked to drop on the free list, or aside if
+    /// the armed injection wants it.
+    fn retire(&mut self, t: Translation, node: RBTreeNode<usize, Translation>) {
+        if let Some(armed) = self.armed.as_mut().filter(|a| !a.reinstated) {
+            let inside = armed.va.start <= t.va
+                && t.va + t.size <= armed.va.end
+                && armed.pfns.start <= t.pfns().start
+                && t.pfns().end <= armed.pfns.end;
+            if inside && t.stale_until == 0 {
+                put_node(&mut armed.kept, node);
+                return;
+            }
+        }
+        put_node(&mut self.free, node);
+    }
+
+    /// Drops every entry (the kernel's full flush, or the device's own);
+    /// returns how many there were. Never frees memory.
     pub(crate) fn flush(&mut self) -> usize {
-        let n = self.len;
-        // INVARIANT: the map is replaced by an empty one.
-        self.map = RBTree::new();
-        self.len = 0;
+        if self.armed.is_none() && self.free.is_empty() {
+            self.seq = self.seq.wrapping_add(1);
+            let n = self.len;
+            // INVARIANT: the map is replaced by an empty one.
+            self.free = core::mem::replace(&mut self.map, RBTree::new());
+            self.len = 0;
+            return n;
+        }
+        self.invalidate(0, usize::MAX)
+    }
+
+    /// Arms the `late_invalidate` injection for `va`, the range the helper
+    /// migrates, whose source folio has the PFNs `pfns`.
+    pub(crate) fn arm(&mut self, va: Range<usize>, pfns: Range<Pfn>) {
+        self.armed = Some(Armed {
+            va,
+            pfns,
+            kept: RBTree::new(),
+            reinstated: false,
+        });
+    }
+
+    /// The helper holds the armed folio isolated and referenced: puts the
+    /// entries kept aside back as stale until `deadline`. Returns how many.
+    pub(crate) fn reinstate(&mut self, deadline: u64) -> usize {
+        let Some(armed) = self.armed.as_mut() else {
+            return 0;
+        };
+        armed.reinstated = true;
+        let mut kept = core::mem::replace(&mut armed.kept, RBTree::new());
+        let mut n = 0;
+        while let Some(cursor) = kept.cursor_front_mut() {
+            let k = *cursor.current().0;
+            let (_, node) = cursor.remove_current();
+            if self.map.get(&k).is_some() || self.len == self.capacity {
+                put_node(&mut self.free, node);
+                continue;
+            }
+            self.map.insert(node);
+            if let Some(t) = self.map.get_mut(&k) {
+                t.stale_until = deadline.max(1);
+            }
+            // INVARIANT: a new key, and room for it (checked above); the
+            // entry maps only the armed folio (checked by `retire`).
+            self.len += 1;
+            n += 1;
+        }
         n
+    }
+
+    /// Whether a device access to `va` is to wait for [`Tlb::reinstate`]
+    /// rather than walk: the injection is collecting for `va`'s range.
+    pub(crate) fn awaits_reinstate(&self, va: usize) -> bool {
+        self.armed
+            .as_ref()
+            .is_some_and(|a| !a.reinstated && a.va.contains(&va))
+    }
+
+    /// Disarms, and removes every entry overlapping `[start, end)`, stale or
+    /// live, and every entry kept aside. Returns how many entries were
+    /// removed from the map.
+    pub(crate) fn drain(&mut self, start: usize, end: usize) -> usize {
+        if let Some(armed) = self.armed.take() {
+            let mut kept = armed.kept;
+            while let Some(cursor) = kept.cursor_front_mut() {
+                let (_, node) = cursor.remove_current();
+                put_node(&mut self.free, node);
+            }
+        }
+        // INVARIANT: no longer armed, and every entry of the range (which
+        // held every stale entry) is removed: none is stale any more.
+        self.invalidate(start, end)
+    }
+
+    /// The latest `stale_until` of the entries overlapping `[start, end)`,
+    /// 0 if none is stale.
+    pub(crate) fn stale_deadline(&self, start: usize, end: usize) -> u64 {
+        let mut latest = 0;
+        let mut next = start & !(HUGE_SIZE - 1);
+        while next < end {
+            let Some(cursor) = self.map.cursor_lower_bound(&next) else {
+                break;
+            };
+            let (&k, t) = cursor.current();
+            if t.va >= end {
+                break;
+            }
+            if t.overlaps(start, end) {
+                latest = latest.max(t.stale_until);
+            }
+            next = k + 1;
+        }
+        latest
     }
 }
