@@ -235,12 +235,6 @@ impl Binding {
         self.dev().tlb.lock().reinstate(deadline)
     }
 
-    /// The latest injected deadline of stale entries overlapping the range
-    /// (0: none).
-    pub(crate) fn stale_deadline(&self, start: usize, end: usize) -> u64 {
-        self.dev().tlb.lock().stale_deadline(start, end)
-    }
-
     fn dev(&self) -> &DeviceMmu {
         self.reg.data()
     }

@@ -325,19 +325,6 @@ impl Bound {
         }
         caught
     }
-
-    /// Sleeps until the injected deadline of every stale translation of
-    /// the range has passed (at most `MAX_LATE_INVALIDATE_US`).
-    fn wait_stale_deadlines(&self) {
-        for bnd in self.list.iter() {
-            let deadline = bnd.stale_deadline(self.range.start, self.range.end);
-            let now = now_ns();
-            if deadline > now {
-                let us = ((deadline - now) / 1000).saturating_add(1);
-                fsleep(Delta::from_micros(i64::try_from(us).unwrap_or(i64::MAX)));
-            }
-        }
-    }
 }
 
 impl Drop for Bound {
@@ -577,11 +564,14 @@ fn run(shared: &Shared, req: Request) -> core::result::Result<Done, Failure> {
         MigrateVma::setup(vma, &range, &bound).map_err(|e| fail(e, "migrate_vma_setup failed"))?;
     let src = mig.src();
     if !src.has(Mpfn::WHOLE_THP) {
-        let why = match src.page() {
-            None => "the THP went away before setup (a hole)",
-            Some(_) => "the kernel would not isolate the THP",
+        // Collect marks a hole MIGRATE without a page; a THP it skipped, or
+        // that unmap restored (pinned, not isolated), comes back as 0.
+        let (err, why) = match src.page() {
+            None if src.has(b::MIGRATE_PFN_MIGRATE as usize) => {
+                (EAGAIN, "the THP went away before setup (a hole)")
+            }
+            _ => (EBUSY, "the kernel would not isolate the THP"),
         };
-        let err = if src.page().is_none() { EAGAIN } else { EBUSY };
         return Err(fail(err, why));
     }
     if src.page() != Some(head) {
@@ -591,14 +581,20 @@ fn run(shared: &Shared, req: Request) -> core::result::Result<Done, Failure> {
     ev.record(0, Kind::Unmap, range.start as u64, range.end as u64, from);
     if inject_us > 0 {
         // The source is now isolated, locked and referenced by migration.
-        bound.reinstate(now_ns().saturating_add(inject_us.saturating_mul(1000)));
+        // Unhardened, the stale translations last until the drain that
+        // follows the copy by the injected delay (the pre-fix ordering).
+        let deadline = match req.unhardened {
+            true => u64::MAX,
+            false => now_ns().saturating_add(inject_us.saturating_mul(1000)),
+        };
+        bound.reinstate(deadline);
     }
     let caught = if req.unhardened {
         0
     } else {
         bound.drain(Some(ev))
     };
-    let copy = copy_and_check(shared, &req, head, &dst, &bound);
+    let copy = copy_and_check(shared, &req, head, &dst, inject_us);
     let (copy_ns, verify_ns) = (copy.copy_ns, copy.verify_ns);
     if copy.differs {
         Stats::inc_global(Stat::THP_VERIFY_FAILURES);
@@ -663,14 +659,14 @@ struct Copied {
 
 /// Copies the isolated source THP at `src` to `dst`; then, hardened,
 /// compares them, or, unhardened (the pre-fix ordering: the secondary TLB
-/// hears of it only now), lets injected late invalidations run their
-/// course before the caller drains the device.
+/// hears of it only after the copy), lets injected stale translations live
+/// on for `inject_us` before the caller drains the device.
 fn copy_and_check(
     shared: &Shared,
     req: &Request,
     src: Pfn,
     dst: &DstFolio,
-    bound: &Bound,
+    inject_us: u64,
 ) -> Copied {
     let ev = &shared.events;
     let dst_pfn = dst.pfn();
@@ -687,7 +683,12 @@ fn copy_and_check(
     }
     ev.record(0, Kind::CopyEnd, src.0 as u64, dst_pfn.0 as u64, req.node);
     if req.unhardened {
-        bound.wait_stale_deadlines();
+        if inject_us > 0 {
+            // At most `MAX_LATE_INVALIDATE_US`: fits.
+            fsleep(Delta::from_micros(
+                i64::try_from(inject_us).unwrap_or(i64::MAX),
+            ));
+        }
         return Copied {
             copy_ns,
             verify_ns: 0,

@@ -383,25 +383,4 @@ impl Tlb {
         // held every stale entry) is removed: none is stale any more.
         self.invalidate(start, end)
     }
-
-    /// The latest `stale_until` of the entries overlapping `[start, end)`,
-    /// 0 if none is stale.
-    pub(crate) fn stale_deadline(&self, start: usize, end: usize) -> u64 {
-        let mut latest = 0;
-        let mut next = start & !(HUGE_SIZE - 1);
-        while next < end {
-            let Some(cursor) = self.map.cursor_lower_bound(&next) else {
-                break;
-            };
-            let (&k, t) = cursor.current();
-            if t.va >= end {
-                break;
-            }
-            if t.overlaps(start, end) {
-                latest = latest.max(t.stale_until);
-            }
-            next = k + 1;
-        }
-        latest
-    }
 }
