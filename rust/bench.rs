@@ -156,6 +156,7 @@ pub(crate) fn write(s: &Arc<Shared>, reader: &mut UserSliceReader) -> Result {
     if len == 0 || len > max || len % 8 != 0 || addr % 8 != 0 {
         return Err(EINVAL);
     }
+    addr.checked_add(len).ok_or(EFAULT)?;
     let binding = s.by_ctx(ctx).ok_or(ENOENT)?;
     if !binding.is_current_mm() {
         return Err(EPERM);

@@ -161,6 +161,7 @@ impl Context {
         if req.flags != 0 || req.pad != 0 || len == 0 || len > b::SECMMU_MAX_ACCESS as usize {
             return Err(EINVAL);
         }
+        addr.checked_add(len).ok_or(EFAULT)?;
         let binding = self.bound()?;
         binding.check_range(addr, len)?;
         if dir == Dir::Write && req.user_buf == 0 {
