@@ -539,13 +539,9 @@ fn run(shared: &Shared, req: Request) -> core::result::Result<Done, Failure> {
     if range.start < vma.start() || range.end > vma.end() {
         return Err(fail(ENOENT, "no PMD-mapped THP there"));
     }
-    let folio = FolioRef::lookup(&mm, range.start).map_err(|e| {
-        let why = if e == EFAULT {
-            "the huge zero page maps it"
-        } else {
-            "no PMD-mapped THP there"
-        };
-        fail(e, why)
+    let folio = FolioRef::lookup(&mm, range.start).map_err(|e| match e {
+        e if e == EFAULT => fail(e, "the huge zero page maps it"),
+        e => fail(e, "no PMD-mapped THP there"),
     })?;
     let from = folio.nid();
     let fail = |err: Error, why: &'static str| Failure::new(err, from, why);
@@ -553,6 +549,74 @@ fn run(shared: &Shared, req: Request) -> core::result::Result<Done, Failure> {
         return Err(fail(EALREADY, "THP already on that node"));
     }
     let dst = DstFolio::alloc(req.node).map_err(|e| fail(e, "no huge page free on the node"))?;
+    let moved = move_thp(shared, &req, vma, folio, dst, &bound)?;
+    // Confirm: still a THP, now on the node.
+    let new = FolioRef::lookup(&mm, range.start).map_or((-1, 0), |f| (f.nid(), f.head.0));
+    drop(guard);
+    let ev = &shared.events;
+    if new.0 != req.node {
+        ev.record(0, Kind::MigrateAbort, EAGAIN.to_errno() as u64, 0, new.0);
+        return Err(Failure {
+            copy_ns: moved.copy.copy_ns,
+            verify_ns: moved.copy.verify_ns,
+            ..fail(EAGAIN, "moved, but not as a THP on the node")
+        });
+    }
+    ev.record(
+        0,
+        Kind::MigrateDone,
+        req.node as u64,
+        new.1 as u64,
+        req.node,
+    );
+    Ok(Done {
+        from,
+        copy_ns: moved.copy.copy_ns,
+        verify_ns: moved.copy.verify_ns,
+        verified: !req.unhardened,
+        caught: moved.caught,
+        checked: bound.list.len(),
+    })
+}
+
+/// What [`move_thp`] measured.
+struct Moved {
+    copy: Copied,
+    caught: u64,
+}
+
+/// Checks setup's source entry: the whole THP found at lookup, isolated.
+fn check_source(src: Mpfn, head: Pfn) -> core::result::Result<(), (Error, &'static str)> {
+    if !src.has(Mpfn::WHOLE_THP) {
+        // Collect marks a hole MIGRATE without a page; a THP it skipped, or
+        // that unmap restored (pinned, not isolated), comes back as 0.
+        return Err(match src.page() {
+            None if src.has(b::MIGRATE_PFN_MIGRATE as usize) => {
+                (EAGAIN, "the THP went away before setup (a hole)")
+            }
+            _ => (EBUSY, "the kernel would not isolate the THP"),
+        });
+    }
+    if src.page() != Some(head) {
+        return Err((EAGAIN, "setup collected another page than the lookup"));
+    }
+    Ok(())
+}
+
+/// Steps 7 to 13 of design.rst: isolates the THP `folio` (whose reference
+/// this drops before setup), hardens, copies into `dst`, checks and hands
+/// over. Every path drains `bound` before finalize ([`MigrateVma`]).
+fn move_thp(
+    shared: &Shared,
+    req: &Request,
+    vma: &VmaRef,
+    folio: FolioRef,
+    dst: DstFolio,
+    bound: &Bound,
+) -> core::result::Result<Moved, Failure> {
+    let from = folio.nid();
+    let fail = |err: Error, why: &'static str| Failure::new(err, from, why);
+    let range = &bound.range;
     let inject_us = shared.late_invalidate_us();
     if inject_us > 0 {
         bound.arm(&folio.pfns());
@@ -561,22 +625,8 @@ fn run(shared: &Shared, req: Request) -> core::result::Result<Done, Failure> {
     let head = folio.head;
     drop(folio);
     let mig =
-        MigrateVma::setup(vma, &range, &bound).map_err(|e| fail(e, "migrate_vma_setup failed"))?;
-    let src = mig.src();
-    if !src.has(Mpfn::WHOLE_THP) {
-        // Collect marks a hole MIGRATE without a page; a THP it skipped, or
-        // that unmap restored (pinned, not isolated), comes back as 0.
-        let (err, why) = match src.page() {
-            None if src.has(b::MIGRATE_PFN_MIGRATE as usize) => {
-                (EAGAIN, "the THP went away before setup (a hole)")
-            }
-            _ => (EBUSY, "the kernel would not isolate the THP"),
-        };
-        return Err(fail(err, why));
-    }
-    if src.page() != Some(head) {
-        return Err(fail(EAGAIN, "setup collected another page than the lookup"));
-    }
+        MigrateVma::setup(vma, range, bound).map_err(|e| fail(e, "migrate_vma_setup failed"))?;
+    check_source(mig.src(), head).map_err(|(err, why)| fail(err, why))?;
     let ev = &shared.events;
     ev.record(0, Kind::Unmap, range.start as u64, range.end as u64, from);
     if inject_us > 0 {
@@ -594,17 +644,20 @@ fn run(shared: &Shared, req: Request) -> core::result::Result<Done, Failure> {
     } else {
         bound.drain(Some(ev))
     };
-    let copy = copy_and_check(shared, &req, head, &dst, inject_us);
-    let (copy_ns, verify_ns) = (copy.copy_ns, copy.verify_ns);
+    let copy = copy_and_check(shared, req, head, &dst, inject_us);
+    let with_times = |f: Failure| Failure {
+        copy_ns: copy.copy_ns,
+        verify_ns: copy.verify_ns,
+        ..f
+    };
     if copy.differs {
         Stats::inc_global(Stat::THP_VERIFY_FAILURES);
         drop(mig);
         ev.record(0, Kind::MigrateAbort, EIO.to_errno() as u64, 0, from);
-        return Err(Failure {
-            copy_ns,
-            verify_ns,
-            ..fail(EIO, "destination differs from source after the copy")
-        });
+        return Err(with_times(fail(
+            EIO,
+            "destination differs from source after the copy",
+        )));
     }
     let moved = mig.finish(Some(dst));
     ev.record(
@@ -614,40 +667,14 @@ fn run(shared: &Shared, req: Request) -> core::result::Result<Done, Failure> {
         range.end as u64,
         req.node,
     );
-    let (nid, new_head) = if moved {
-        FolioRef::lookup(&mm, range.start).map_or((-1, 0), |f| (f.nid(), f.head.0))
-    } else {
-        (-1, 0)
-    };
-    drop(guard);
-    if nid != req.node {
-        ev.record(0, Kind::MigrateAbort, EAGAIN.to_errno() as u64, 0, nid);
-        let why = if moved {
-            "moved, but not as a THP on the node"
-        } else {
-            "migrate_vma_pages did not move the THP"
-        };
-        return Err(Failure {
-            copy_ns,
-            verify_ns,
-            ..fail(EAGAIN, why)
-        });
+    if !moved {
+        ev.record(0, Kind::MigrateAbort, EAGAIN.to_errno() as u64, 0, from);
+        return Err(with_times(fail(
+            EAGAIN,
+            "migrate_vma_pages did not move the THP",
+        )));
     }
-    ev.record(
-        0,
-        Kind::MigrateDone,
-        req.node as u64,
-        new_head as u64,
-        req.node,
-    );
-    Ok(Done {
-        from,
-        copy_ns,
-        verify_ns,
-        verified: !req.unhardened,
-        caught,
-        checked: bound.list.len(),
-    })
+    Ok(Moved { copy, caught })
 }
 
 /// The copy's timings, and whether the check found a difference.
