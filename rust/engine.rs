@@ -49,12 +49,56 @@ use kernel::{
         Arc, SpinLock,
     },
     time::{delay::fsleep, Delta},
+    types::NotThreadSafe,
 };
 
 /// Give up on one access after this many fills that lost a race with an
 /// invalidation (an mm under constant invalidation, e.g. by a tight
 /// `mprotect` loop): the access fails with `-EAGAIN`.
 const MAX_FILL_RETRIES: u32 = 10_000;
+
+/// A `kmap_local_page()` mapping of one page, unmapped when dropped.
+///
+/// # Invariants
+///
+/// `addr` is the mapping `secmmu_map_pfn()` returned, not yet unmapped.
+/// The guard cannot leave the task (it is not `Send`), and guards are
+/// dropped in the reverse order of their creation, as local mappings must
+/// be unmapped.
+struct KmapLocal {
+    addr: *mut u8,
+    _nts: NotThreadSafe,
+}
+
+impl KmapLocal {
+    /// Maps `pfn`.
+    ///
+    /// # Safety
+    ///
+    /// `pfn` must be a page that stays allocated while the guard lives, and
+    /// the caller must not sleep meanwhile.
+    unsafe fn new(pfn: Pfn) -> Self {
+        // SAFETY: `pfn` is a live page (the caller's contract).
+        let addr = unsafe { b::secmmu_map_pfn(pfn.0) }.cast::<u8>();
+        // INVARIANT: just mapped.
+        Self {
+            addr,
+            _nts: NotThreadSafe,
+        }
+    }
+
+    /// The page's first byte.
+    fn as_ptr(&self) -> *mut u8 {
+        self.addr
+    }
+}
+
+impl Drop for KmapLocal {
+    fn drop(&mut self) {
+        // SAFETY: mapped by `new` and not unmapped yet (type invariant).
+        unsafe { b::secmmu_unmap(self.addr.cast()) };
+    }
+}
 
 /// The top of `mm`'s user address space: `TASK_SIZE` of its tasks.
 pub(crate) fn task_size(mm: &Mm) -> usize {
@@ -425,13 +469,10 @@ impl Binding {
     fn with_page<R>(pfn: Pfn, f: impl FnOnce(*mut u8) -> R) -> R {
         // By the notifier contract (module doc) the kernel must take the
         // TLB lock the caller holds to drop the entry before it frees or
-        // moves the page, so the page is still the one mapped.
-        // SAFETY: `pfn` is such a page; unmapped below, no sleeping.
-        let page = unsafe { b::secmmu_map_pfn(pfn.0) }.cast::<u8>();
-        let r = f(page);
-        // SAFETY: `page` came from `secmmu_map_pfn` just above.
-        unsafe { b::secmmu_unmap(page.cast()) };
-        r
+        // moves the page, so the page stays the one mapped meanwhile.
+        // SAFETY: `pfn` is such a page while `f` runs (under the lock).
+        let page = unsafe { KmapLocal::new(pfn) };
+        f(page.as_ptr())
     }
 
     /// Device access to `[va, va + buf.len())`, split per translation and
@@ -519,10 +560,9 @@ impl Binding {
         self.with_translation(va, Dir::Write, cancel, |t| {
             let pfn = t.pfn_of(va);
             Self::with_page(pfn, |page| {
-                // SAFETY: `va % PAGE_SIZE + 8 <= PAGE_SIZE` as `va` is
-                // 8-byte aligned, and the address is 8-byte aligned; a
-                // volatile store makes it one device write, as a device's
-                // would be.
+                // One volatile store: one device write, as a device's is.
+                // SAFETY: `va` is 8-byte aligned, so the word is aligned
+                // and `va % PAGE_SIZE + 8 <= PAGE_SIZE`: in the page.
                 unsafe { core::ptr::write_volatile(page.add(va % PAGE_SIZE).cast::<u64>(), value) };
             });
             // SAFETY: `pfn` is a valid, mapped PFN (see `with_page`).

@@ -372,10 +372,10 @@ impl<'a> MigrateVma<'a> {
                 | b::migrate_vma_direction_MIGRATE_VMA_SELECT_COMPOUND) as usize,
             fault_page: core::ptr::null_mut(),
         };
-        // SAFETY: `args` describes one THP-sized, PMD-aligned range inside
-        // `vma` (checked by the caller), with `src`/`dst` arrays of
-        // `NR_PAGES` entries that outlive it; the mmap lock is held for
-        // reading, as `migrate_vma_setup` requires.
+        // `args`: one THP-sized, PMD-aligned range inside `vma` (checked by
+        // the caller), `src`/`dst` arrays of `NR_PAGES` entries that outlive
+        // it. The mmap lock is held for reading, as setup requires.
+        // SAFETY: as just said.
         let r = unsafe { b::migrate_vma_setup(&raw mut args) };
         if r < 0 {
             return Err(Error::from_errno(r));
