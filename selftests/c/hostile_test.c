@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Hostile input: malformed and edge-case inputs to every debugfs writer and
- * every ioctl of secmmu, each expecting a specific errno (table-driven).
+ * every ioctl of secmmu, each expecting a specific errno (table-driven),
+ * including addresses and buffers at and above TASK_SIZE.
  * The runner's dmesg scan then checks none of them left a kernel report.
  */
 #define _GNU_SOURCE
@@ -55,6 +56,24 @@ static const struct text_case text_cases[] = {
 	T("migrate_thp", "1 0x1000 2147483647", -EINVAL),
 	/* No such process. */
 	T("migrate_thp", "4000000 0x1000 0", -ESRCH), T("migrate_thp", "2147483647 0x1000 0", -ESRCH),
+	/* At or above TASK_SIZE (0x7ffffffff000), non-canonical, or a 2 MiB
+	 * block that ends past TASK_SIZE: -EFAULT, without an overflow. */
+	T("migrate_thp", "1 0xffffffffffffffff 0", -EFAULT),
+	T("migrate_thp", "1 18446744073709551615 1", -EFAULT),
+	T("migrate_thp", "1 0xffffffffffffffff 1 unhardened", -EFAULT),
+	T("migrate_thp", "1 0xfffffffffffff000 0", -EFAULT),
+	T("migrate_thp", "1 0xffffffffffe00000 0 unhardened", -EFAULT),
+	T("migrate_thp", "1 0xffffffffff600000 1", -EFAULT),
+	T("migrate_thp", "1 0xffff888000000000 0", -EFAULT),
+	T("migrate_thp", "1 0xffff800000000000 0", -EFAULT),
+	T("migrate_thp", "1 0x8000000000000000 1", -EFAULT),
+	T("migrate_thp", "1 9223372036854775808 0", -EFAULT),
+	T("migrate_thp", "1 0x800000000000 1 unhardened", -EFAULT),
+	T("migrate_thp", "1 0x7ffffffff000 0", -EFAULT),
+	T("migrate_thp", "1 140737488351232 0", -EFAULT),
+	T("migrate_thp", "1 0x7fffffffffff 0", -EFAULT),
+	T("migrate_thp", "1 0X7FFFFFFFEFFF 1", -EFAULT),
+	T("migrate_thp", "1 0x7fffffe00000 0", -EFAULT),
 	/* inject */
 	T("inject", " ", -EINVAL), T("inject", "late_invalidate", -EINVAL),
 	T("inject", "late_invalidate=", -EINVAL), T("inject", "late_invalidate=-1", -EINVAL),
@@ -94,6 +113,9 @@ static const struct text_case text_cases[] = {
 	T("bench_fill", "999999 0x1000 0xg", -EINVAL),
 	TL("bench_fill", "999999\0 0x1000 8", 17, -EINVAL),
 	T("bench_fill", "999999 0xfffffffffffffff8 16", -EFAULT),
+	T("bench_fill", "999999 0xfffffffffffffff8 8", -EFAULT),
+	T("bench_fill", "999999 18446744073709551608 16", -EFAULT),
+	T("bench_fill", "999999 0xfffffffffffff000 0x4000000", -EFAULT),
 	T("bench_fill", "999999 0x1000 8", -ENOENT), T("bench_fill", " 999999\t4096  8\n", -ENOENT),
 };
 
@@ -251,6 +273,26 @@ TEST(access_edges)
 		{ 0xffff888000000000ULL, true, 8, true, 0, 0, -EFAULT, -EFAULT },
 		{ ~0ULL - 7, true, 8, true, 0, 0, -EFAULT, -EFAULT },
 		{ ~0ULL, true, 2, true, 0, 0, -EFAULT, -EFAULT },
+		/* At and past TASK_SIZE, non-canonical, the vsyscall page; with
+		 * a bounce buffer and as value fills (READ has no user_buf then:
+		 * -EFAULT too). */
+		{ TASK_SIZE_4L - 8, true, 16, true, 0, 0, -EFAULT, -EFAULT },
+		{ TASK_SIZE_4L - 8, true, 16, false, 0, 0, -EFAULT, -EFAULT },
+		{ TASK_SIZE_4L - PAGE, true, 2 * PAGE, true, 0, 0, -EFAULT, -EFAULT },
+		{ TASK_SIZE_4L, true, 8, false, 0, 0, -EFAULT, -EFAULT },
+		{ 0x7ffffffffff8ULL, true, 8, false, 0, 0, -EFAULT, -EFAULT },
+		{ 0x800000000000ULL, true, 8, false, 0, 0, -EFAULT, -EFAULT },
+		{ 0x8000000000000000ULL, true, 8, true, 0, 0, -EFAULT, -EFAULT },
+		{ 0x8000000000000000ULL, true, 8, false, 0, 0, -EFAULT, -EFAULT },
+		{ 0xffff800000000000ULL, true, PAGE, true, 0, 0, -EFAULT, -EFAULT },
+		{ 0xffff800000000000ULL, true, PAGE, false, 0, 0, -EFAULT, -EFAULT },
+		{ 0xffff888000000000ULL, true, 8, false, 0, 0, -EFAULT, -EFAULT },
+		{ 0xffffffffff600000ULL, true, 8, true, 0, 0, -EFAULT, -EFAULT },
+		{ 0xffffffffff600000ULL, true, 8, false, 0, 0, -EFAULT, -EFAULT },
+		{ 0xffffffffffe00000ULL, true, 2 << 20, false, 0, 0, -EFAULT, -EFAULT },
+		{ 0xfffffffffffff000ULL, true, PAGE, true, 0, 0, -EFAULT, -EFAULT },
+		{ 0xfffffffffffff000ULL, true, PAGE, false, 0, 0, -EFAULT, -EFAULT },
+		{ ~0ULL - 7, true, 8, false, 0, 0, -EFAULT, -EFAULT },
 	};
 	char *m = mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -290,6 +332,16 @@ TEST(stream_edges)
 		{ 0, 8, 1, 0x80000000, -EINVAL },
 		{ ~7ULL, 8, 2, 0, -EFAULT }, { 0, 1ULL << 62, 8, 0, -EFAULT },
 		{ 0, ~7ULL, 3, 0, -EFAULT },
+		/* The last slot's end past TASK_SIZE, without wrapping. */
+		{ TASK_SIZE_4L, 8, 1, 0, -EFAULT }, { TASK_SIZE_4L - 8, 8, 2, 0, -EFAULT },
+		{ 0x7ffffffffff8ULL, 8, 1, 0, -EFAULT }, { 0x800000000000ULL, 8, 1, 0, -EFAULT },
+		{ 0x8000000000000000ULL, 8, 1, 0, -EFAULT },
+		{ 0xffff800000000000ULL, PAGE, 16, 0, -EFAULT },
+		{ 0xffff888000000000ULL, 8, 1, SECMMU_STREAM_ONCE, -EFAULT },
+		{ 0xffffffffff600000ULL, 8, 1, 0, -EFAULT },
+		{ 0xfffffffffffff000ULL, 8, 512, 0, -EFAULT },
+		{ 0, TASK_SIZE_4L, 2, 0, -EFAULT }, { 0, 1ULL << 32, SECMMU_MAX_STREAM_SLOTS, 0, -EFAULT },
+		{ 0, 1ULL << 46, 3, 0, -EFAULT },
 	};
 	struct secmmu_stream s;
 	struct secmmu_verify v;
@@ -303,8 +355,12 @@ TEST(stream_edges)
 			.addr = cases[i].addr == 0 ? (uintptr_t)m : (cases[i].addr < PAGE ? (uintptr_t)m + cases[i].addr : cases[i].addr),
 			.stride = cases[i].stride, .slots = cases[i].slots, .flags = cases[i].flags,
 		};
-		EXPECT_EQ(cases[i].err, ioctl(fd, SECMMU_IOCTL_STREAM_START, &s) ? -errno : 0)
-			TH_LOG("stream case %u", i);
+		int r = ioctl(fd, SECMMU_IOCTL_STREAM_START, &s) ? -errno : 0;
+
+		EXPECT_EQ(cases[i].err, r) TH_LOG("stream case %u", i);
+		/* A start that should have failed must not block the next. */
+		if (!r)
+			ioctl(fd, SECMMU_IOCTL_STREAM_STOP);
 	}
 	/* Wrong state, unbound and bound. */
 	s = (struct secmmu_stream){ .addr = (uintptr_t)m, .stride = 8, .slots = 4 };
@@ -340,6 +396,142 @@ TEST(stream_edges)
 	EXPECT_EQ(-1, ioctl(fd, SECMMU_IOCTL_TLB_FLUSH));
 	EXPECT_EQ(ENOTCONN, errno);
 	close(ufd);
+	close(fd);
+}
+
+/* The user_buf pointer itself at or past TASK_SIZE, non-canonical, or
+ * wrapping: WRITE cannot read it, READ cannot write it: -EFAULT. */
+TEST(user_buf_top_of_range)
+{
+	static const uint64_t bufs[] = {
+		TASK_SIZE_4L, TASK_SIZE_4L - 8, 0x7ffffffffff8ULL, 0x800000000000ULL,
+		0x8000000000000000ULL, 0xffff800000000000ULL, 0xffff888000000000ULL,
+		0xffffffffff600000ULL, 0xfffffffffffff000ULL, ~0ULL - 7, ~0ULL,
+	};
+	uint64_t *m = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	int fd = secmmu_open_bound(0);
+	unsigned int i;
+
+	ASSERT_LE(0, fd);
+	ASSERT_NE(MAP_FAILED, m);
+	m[0] = 7;
+	m[1] = 9;
+	for (i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
+		void *b = (void *)(uintptr_t)bufs[i];
+
+		EXPECT_EQ(-EFAULT, dev_write(fd, m, 16, b, 0)) TH_LOG("write from %p", b);
+		EXPECT_EQ(-EFAULT, dev_read(fd, m, 16, b)) TH_LOG("read into %p", b);
+	}
+	/* Nothing was written from those buffers. */
+	EXPECT_EQ(7, m[0]);
+	EXPECT_EQ(9, m[1]);
+	close(fd);
+}
+
+/*
+ * Memory mapped right up to TASK_SIZE (the last 32 MiB): accesses inside it
+ * work; an access, a stream or a bench_fill running past its end into
+ * TASK_SIZE is -EFAULT, and so is a user_buf straddling TASK_SIZE.
+ */
+#define TOP_LEN (32UL << 20)
+TEST(top_page_mapped)
+{
+	char *top = mmap((void *)(uintptr_t)(TASK_SIZE_4L - TOP_LEN), TOP_LEN,
+			 PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+	struct secmmu_stream s = { .addr = TASK_SIZE_4L - 16, .stride = 8, .slots = 2 };
+	uint64_t *m = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	char *end = top + TOP_LEN, line[80];
+	uint64_t got[2] = { 0 }, writes;
+	struct secmmu_verify v;
+	struct secmmu_stats st;
+	int fd, n;
+
+	if (top != (char *)(uintptr_t)(TASK_SIZE_4L - TOP_LEN))
+		SKIP(return, "the 32 MiB below TASK_SIZE are taken (%p)", top);
+	ASSERT_NE(MAP_FAILED, m);
+	fd = secmmu_open_bound(0);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, ioctl(fd, SECMMU_IOCTL_GET_STATS, &st));
+
+	/* Inside the page: fine. */
+	ASSERT_EQ(0, dev_write(fd, end - 16, 16, NULL, 3));
+	ASSERT_EQ(3, ((uint64_t *)end)[-1]);
+	ASSERT_EQ(0, dev_read(fd, end - 16, 16, got));
+	ASSERT_EQ(3, got[1]);
+	/* Past its end. */
+	EXPECT_EQ(-EFAULT, dev_write(fd, end - 8, 16, NULL, 4));
+	EXPECT_EQ(-EFAULT, dev_write(fd, end - 8, 16, m, 0));
+	EXPECT_EQ(-EFAULT, dev_write(fd, end - PAGE, 2 * PAGE, NULL, 4));
+	EXPECT_EQ(-EFAULT, dev_read(fd, end - 8, 16, got));
+	EXPECT_EQ(-EFAULT, dev_read(fd, end - 8, 9, got));
+	/* 64 MiB from 32 MiB below TASK_SIZE. */
+	EXPECT_EQ(-EFAULT, dev_write(fd, top, SECMMU_MAX_ACCESS, NULL, 5));
+	EXPECT_EQ(-EFAULT, dev_write(fd, end - SECMMU_MAX_ACCESS + PAGE, SECMMU_MAX_ACCESS, NULL, 5));
+	/* user_buf straddling TASK_SIZE. */
+	EXPECT_EQ(-EFAULT, dev_write(fd, m, 16, end - 8, 0));
+	EXPECT_EQ(-EFAULT, dev_read(fd, m, 16, end - 8));
+
+	/* A stream whose last slot ends at TASK_SIZE starts; one slot more
+	 * does not. */
+	s.addr = TASK_SIZE_4L - 8;
+	EXPECT_EQ(-EFAULT, ioctl(fd, SECMMU_IOCTL_STREAM_START, &s) ? -errno : 0);
+	if (!ioctl(fd, SECMMU_IOCTL_STREAM_STOP) || errno != ENOENT)
+		TH_LOG("a stream past TASK_SIZE was started");
+	s.addr = TASK_SIZE_4L - 16;
+	s.flags = SECMMU_STREAM_ONCE;
+	writes = dev_stat(fd, SECMMU_STAT_STREAM_WRITES);
+	ASSERT_EQ(0, ioctl(fd, SECMMU_IOCTL_STREAM_START, &s));
+	ASSERT_LE(writes + 2, wait_dev_stat(fd, SECMMU_STAT_STREAM_WRITES, writes + 2));
+	ASSERT_EQ(0, ioctl(fd, SECMMU_IOCTL_STREAM_STOP));
+	ASSERT_EQ(0, ioctl(fd, SECMMU_IOCTL_STREAM_VERIFY, &v));
+	ASSERT_EQ(0, v.lost_writes);
+
+	/* bench_fill through the context: up to TASK_SIZE, and past it. */
+	n = snprintf(line, sizeof(line), "%u %p 16", st.ctx_id, end - 16);
+	EXPECT_EQ(0, write_text_file(DBG "bench_fill", line, n));
+	EXPECT_EQ(0x5a5a5a5a5a5a5a5aULL, ((uint64_t *)end)[-1]);
+	n = snprintf(line, sizeof(line), "%u %p 16", st.ctx_id, end - 8);
+	EXPECT_EQ(-EFAULT, write_text_file(DBG "bench_fill", line, n)) TH_LOG("%s", line);
+	n = snprintf(line, sizeof(line), "%u %p 0x4000000", st.ctx_id, end - PAGE);
+	EXPECT_EQ(-EFAULT, write_text_file(DBG "bench_fill", line, n)) TH_LOG("%s", line);
+	n = snprintf(line, sizeof(line), "%u %p 0x4000000", st.ctx_id, top);
+	EXPECT_EQ(-EFAULT, write_text_file(DBG "bench_fill", line, n)) TH_LOG("%s", line);
+	close(fd);
+	munmap(top, TOP_LEN);
+}
+
+/* bench_fill (CTX ADDR LEN) through a bound context, addresses near 2^64
+ * and ranges past TASK_SIZE: -EFAULT; a well-formed one works. */
+TEST(bench_fill_top_of_range)
+{
+	static const char *const ranges[] = {
+		"0x7ffffffff000 8", "140737488351232 8", "0x7ffffffffff8 16",
+		"0x7ffffffff000 0x4000000",
+		"0x800000000000 8", "0x8000000000000000 8", "9223372036854775808 4096",
+		"0xffff800000000000 4096", "0xffff888000000000 8", "0xffffffffff600000 8",
+		"0xffffffffffe00000 0x200000", "0xfffffffffffff000 4096",
+		"0xfffffffffffffff8 8", "18446744073709551608 8", "0xfffffffffffffff8 16",
+	};
+	uint64_t *m = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	int fd = secmmu_open_bound(0), n;
+	struct secmmu_stats st;
+	unsigned int i;
+	char line[80];
+
+	ASSERT_LE(0, fd);
+	ASSERT_NE(MAP_FAILED, m);
+	ASSERT_EQ(0, ioctl(fd, SECMMU_IOCTL_GET_STATS, &st));
+	for (i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {
+		n = snprintf(line, sizeof(line), "%u %s", st.ctx_id, ranges[i]);
+		EXPECT_EQ(-EFAULT, write_text_file(DBG "bench_fill", line, n)) TH_LOG("'%s'", line);
+	}
+	n = snprintf(line, sizeof(line), "%u %p 8", st.ctx_id, (void *)m);
+	ASSERT_EQ(0, write_text_file(DBG "bench_fill", line, n));
+	ASSERT_EQ(0x5a5a5a5a5a5a5a5aULL, m[0]);
 	close(fd);
 }
 

@@ -4,7 +4,9 @@
  * the file, not the process), execve while bound, thread exit in a bound
  * process, several threads racing bind/unbind/stream/verify/flush on one
  * context, and the bound process dying while the device engine is faulting
- * on its mm or while the helper migrates one of its THPs.
+ * on its mm or while the helper migrates one of its THPs; SIGKILL of a
+ * process blocked in a long device write, and the notifier's release
+ * racing unbind and close.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -387,6 +389,258 @@ TEST(exit_during_helper_migration)
 	ASSERT_LE(moves, global_stat("thp_migrations"));
 	ASSERT_LE(fails, global_stat("thp_migration_failures"));
 	ASSERT_EQ(0, module_refs());
+}
+
+#define HUNG_TASK_TIMEOUT "/proc/sys/kernel/hung_task_timeout_secs"
+
+/* Lowers the hung-task timeout to 3 s for a test where the kernel has the
+ * detector (the debug kernel): a task stuck in D state longer than that is
+ * reported, and the runner's dmesg scan fails the run. Restored after. */
+FIXTURE(hung_task) {
+	char old[32];
+};
+
+FIXTURE_SETUP(hung_task)
+{
+	char *nl;
+
+	if (read_file(HUNG_TASK_TIMEOUT, self->old, sizeof(self->old)) <= 0) {
+		self->old[0] = 0;
+		return;
+	}
+	nl = strchr(self->old, '\n');
+	if (nl)
+		*nl = 0;
+	ASSERT_EQ(0, write_text_file(HUNG_TASK_TIMEOUT, "3", 1));
+}
+
+FIXTURE_TEARDOWN(hung_task)
+{
+	if (self->old[0])
+		write_text_file(HUNG_TASK_TIMEOUT, self->old, strlen(self->old));
+}
+
+struct flipper {
+	char *mem;
+	size_t len;
+	int prot;
+};
+
+static void *flip_protection(void *p)
+{
+	struct flipper *f = p;
+
+	for (;;) {
+		mprotect(f->mem, f->len, f->prot);
+		mprotect(f->mem, f->len, PROT_READ | PROT_WRITE);
+	}
+	return NULL;
+}
+
+/*
+ * A process whose main thread is in a 64 MiB device write (a value fill, or
+ * from a bounce buffer) while another thread flips the buffer between
+ * read-only (@prot PROT_READ: the write may fault and end) or executable
+ * (PROT_READ | PROT_WRITE | PROT_EXEC: every flip only invalidates, so the
+ * write never faults and its fills keep being discarded) and read-write:
+ * SIGKILL ends it within 5 s. The child issues the write over and over;
+ * the kill waits until the engine has missed on its context (a write is
+ * in flight).
+ */
+static void killed_in_device_write(struct __test_metadata *_metadata, bool bounce, int prot)
+{
+	char what[64];
+	int p[2], status = 0, wait, i;
+	double t0, reaped = 0;
+	uint64_t ready;
+	char path[128];
+	pid_t pid, w = 0;
+
+	snprintf(what, sizeof(what), "%s, flipping to %s", bounce ? "bounce buffer" : "value fill",
+		 prot & PROT_EXEC ? "rwx" : "r");
+	ASSERT_EQ(0, pipe(p));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		size_t len = 64UL << 20;
+		char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		char *buf = NULL;
+		struct flipper f = { .mem = mem, .len = len, .prot = prot };
+		struct secmmu_stats st;
+		pthread_t t;
+		int fd = secmmu_open_bound(0);
+
+		if (bounce) {
+			buf = mmap(NULL, len, PROT_READ | PROT_WRITE,
+				   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+			if (buf == MAP_FAILED)
+				_exit(2);
+			memset(buf, 0x5a, len);
+		}
+		if (mem == MAP_FAILED || fd < 0 || ioctl(fd, SECMMU_IOCTL_GET_STATS, &st))
+			_exit(3);
+		if (pthread_create(&t, NULL, flip_protection, &f))
+			_exit(4);
+		ready = st.ctx_id;
+		if (write(p[1], &ready, sizeof(ready)) != sizeof(ready))
+			_exit(5);
+		for (;;)
+			dev_write(fd, mem, len, buf, 0x5a5a5a5a5a5a5a5aULL);
+	}
+	close(p[1]);
+	i = wait_ready(p[0], &ready);
+	close(p[0]);
+	snprintf(path, sizeof(path), DBG "ctx/%llu/stats", (unsigned long long)ready);
+	for (wait = 0; !i && wait < 2000; wait++) {
+		uint64_t m = stat_in(path, "tlb_misses");
+
+		if (m != ~0ULL && m >= 2)
+			break;
+		usleep(10000);
+	}
+	ASSERT_EQ(0, kill(pid, SIGKILL));
+	t0 = now_s();
+	while (now_s() - t0 < 5) {
+		w = waitpid(pid, &status, WNOHANG);
+		if (w)
+			break;
+		usleep(10000);
+	}
+	reaped = now_s() - t0;
+	if (!w) {
+		/* Reap it anyway, to say how long it took. */
+		w = waitpid(pid, &status, 0) == pid ? 0 : -1;
+		TH_LOG("%s: the killed writer was reaped only after %.1f s", what, now_s() - t0);
+	}
+	ASSERT_EQ(0, i) TH_LOG("%s: the child did not get ready", what);
+	ASSERT_GT(2000, wait) TH_LOG("%s: the engine never missed on the child's context", what);
+	ASSERT_EQ(pid, w) TH_LOG("%s: still there 5 s after SIGKILL", what);
+	ASSERT_TRUE(WIFSIGNALED(status)) TH_LOG("%s: status %#x", what, status);
+	ASSERT_EQ(SIGKILL, WTERMSIG(status));
+	TH_LOG("%s: the killed writer was gone after %.2f s", what, reaped);
+	/* Its context is closed: nothing of it left behind. */
+	for (i = 0; i < 1000 && module_refs() > 0; i++)
+		usleep(10000);
+	ASSERT_EQ(0, module_refs());
+}
+
+TEST_F_TIMEOUT(hung_task, sigkill_blocked_device_write, 180)
+{
+	killed_in_device_write(_metadata, false, PROT_READ);
+	killed_in_device_write(_metadata, true, PROT_READ);
+	killed_in_device_write(_metadata, false, PROT_READ | PROT_WRITE | PROT_EXEC);
+	killed_in_device_write(_metadata, true, PROT_READ | PROT_WRITE | PROT_EXEC);
+}
+
+struct unbinder {
+	int fd;
+	volatile int *go;
+};
+
+static void *unbind_and_close(void *p)
+{
+	struct unbinder *u = p;
+
+	while (!*u->go)
+		;
+	ioctl(u->fd, SECMMU_IOCTL_UNBIND);
+	close(u->fd);
+	return NULL;
+}
+
+static void spin(unsigned int n)
+{
+	volatile unsigned int i;
+
+	for (i = 0; i < n; i++)
+		;
+}
+
+/*
+ * The notifier's release runs from exit_mmap while the binding is being
+ * undone, 50 times: (0) a thread of the bound process unbinds and closes
+ * while its main thread exits; (1) another holder of the file (the parent)
+ * unbinds and closes while the bound child exits; (2) the same while the
+ * parent SIGKILLs the child at a random moment. A stream runs each time.
+ * Every binding ends exactly once and the module's reference count goes
+ * back to 0.
+ */
+TEST_F_TIMEOUT(hung_task, release_races_exit, 180)
+{
+	uint64_t binds = global_stat("binds"), unbinds = global_stat("unbinds");
+	unsigned int seed = getpid();
+	int round, i;
+
+	for (round = 0; round < 50; round++) {
+		int mode = round % 3, p[2], status, fd = -1, r = 0;
+		unsigned int delay = rand_r(&seed) % 200000;
+		char c;
+		pid_t pid;
+
+		if (mode) {
+			fd = open(SECMMU_DEV, O_RDWR);
+			ASSERT_LE(0, fd);
+		}
+		ASSERT_EQ(0, pipe(p));
+		pid = fork();
+		ASSERT_LE(0, pid);
+		if (pid == 0) {
+			char *mem = mmap(NULL, 16 * PAGE, PROT_READ | PROT_WRITE,
+					 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+			struct secmmu_stream s = { .addr = (uintptr_t)mem, .stride = PAGE, .slots = 16 };
+			struct secmmu_bind b = { .tlb_entries = 8 };
+			volatile int go = 0;
+			struct unbinder u;
+			pthread_t t;
+
+			if (mem == MAP_FAILED)
+				_exit(2);
+			if (!mode)
+				fd = open(SECMMU_DEV, O_RDWR);
+			if (fd < 0 || ioctl(fd, SECMMU_IOCTL_BIND, &b) ||
+			    ioctl(fd, SECMMU_IOCTL_STREAM_START, &s))
+				_exit(3);
+			u = (struct unbinder){ .fd = fd, .go = &go };
+			if (!mode && pthread_create(&t, NULL, unbind_and_close, &u))
+				_exit(4);
+			c = 1;
+			if (write(p[1], &c, 1) != 1)
+				_exit(5);
+			go = 1;
+			if (mode == 2)
+				for (;;)
+					pause();
+			spin(delay);
+			_exit(0);
+		}
+		close(p[1]);
+		ASSERT_EQ(1, read(p[0], &c, 1)) TH_LOG("round %d: the child did not get ready", round);
+		close(p[0]);
+		if (mode == 2) {
+			spin(delay);
+			ASSERT_EQ(0, kill(pid, SIGKILL));
+		}
+		if (mode) {
+			spin(delay / 2);
+			r = ioctl(fd, SECMMU_IOCTL_UNBIND) ? -errno : 0;
+			ASSERT_EQ(0, close(fd));
+		}
+		ASSERT_EQ(pid, waitpid(pid, &status, 0));
+		ASSERT_EQ(0, r) TH_LOG("round %d: UNBIND from the other holder: %d", round, r);
+		if (mode == 2) {
+			ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+				TH_LOG("round %d: status %#x", round, status);
+		} else {
+			ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+				TH_LOG("round %d: status %#x", round, status);
+		}
+	}
+	for (i = 0; i < 1000 && (module_refs() > 0 || global_stat("unbinds") < unbinds + 50); i++)
+		usleep(10000);
+	ASSERT_EQ(0, module_refs());
+	ASSERT_EQ(binds + 50, global_stat("binds"));
+	ASSERT_EQ(unbinds + 50, global_stat("unbinds")) TH_LOG("each binding must end exactly once");
 }
 
 TEST_HARNESS_MAIN

@@ -8,6 +8,7 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "secmmu.h"
@@ -268,6 +270,50 @@ static inline uint64_t stat_in(const char *path, const char *name)
 static inline uint64_t global_stat(const char *name)
 {
 	return stat_in(DBG "stats", name);
+}
+
+/* x86-64 TASK_SIZE with 4-level paging (the VM boots with no5lvl). */
+#define TASK_SIZE_4L 0x7ffffffff000ULL
+
+/* Monotonic time in seconds. */
+static inline double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Asks the helper to move the THP at the raw 64-bit @addr of @pid to @node,
+ * the address written in hex (0x...) or, if @decimal, in decimal. */
+static inline int migrate_raw(pid_t pid, uint64_t addr, int node, bool decimal,
+			      bool unhardened)
+{
+	char line[128];
+	int n = snprintf(line, sizeof(line), decimal ? "%d %llu %d%s" : "%d 0x%llx %d%s",
+			 pid, (unsigned long long)addr, node,
+			 unhardened ? " unhardened" : "");
+
+	return write_text_file(DBG "migrate_thp", line, n);
+}
+
+/* The helper's last-result line into @buf (of @len bytes): length or -errno. */
+static inline long migrate_result(char *buf, size_t len)
+{
+	return read_file(DBG "migrate_thp", buf, len);
+}
+
+/* The decimal value of the field "@name=" in a result line (the field must
+ * start the line or follow a space), or LLONG_MIN if it is not there. */
+static inline long long result_field(const char *res, const char *name)
+{
+	size_t l = strlen(name);
+	const char *p;
+
+	for (p = res; (p = strstr(p, name)); p += l)
+		if ((p == res || p[-1] == ' ') && p[l] == '=')
+			return strtoll(p + l + 1, NULL, 10);
+	return LLONG_MIN;
 }
 
 #endif
