@@ -203,13 +203,14 @@ fn fuzz_cmd(args: &[String]) -> Result<bool, String> {
         break_model: args.iter().any(|a| a == "--break-model"),
     };
     let out = fuzz::run(&o)?;
-    let info = vec![
+    let mut info = vec![
         format!(
             "seed {seed}, {} steps (replay: secmmu fuzz --seed {seed} --ops {} --seconds {})",
             out.steps, out.steps, o.seconds
         ),
         format!("results: {}", fuzz::summary(&out)),
     ];
+    info.extend(out.notes.iter().cloned());
     let checks = vec![("sequence".to_string(), out.failure)];
     Ok(print_checks(
         args.iter().any(|a| a == "--ktap"),

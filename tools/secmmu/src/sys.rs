@@ -18,9 +18,14 @@ pub const MAP_PRIVATE: i32 = 2;
 pub const MAP_ANONYMOUS: i32 = 0x20;
 pub const MAP_POPULATE: i32 = 0x8000;
 pub const MAP_NORESERVE: i32 = 0x4000;
+pub const MAP_FIXED_NOREPLACE: i32 = 0x10_0000;
 pub const MADV_HUGEPAGE: i32 = 14;
 pub const SYS_MOVE_PAGES: i64 = 279;
 pub const MPOL_MF_MOVE: i32 = 1 << 1;
+/// `waitid(2)`: `P_PID`, `WEXITED`, `WNOWAIT`.
+pub const P_PID: i32 = 1;
+pub const WEXITED: i32 = 4;
+pub const WNOWAIT: i32 = 0x0100_0000;
 
 extern "C" {
     pub fn mmap(
@@ -38,6 +43,12 @@ extern "C" {
     pub fn _exit(status: i32) -> !;
     pub fn waitpid(pid: i32, status: *mut i32, options: i32) -> i32;
     pub fn getpid() -> i32;
+    pub fn pipe(fds: *mut i32) -> i32;
+    pub fn read(fd: i32, buf: *mut c_void, n: usize) -> isize;
+    pub fn write(fd: i32, buf: *const c_void, n: usize) -> isize;
+    pub fn close(fd: i32) -> i32;
+    /// `info` points at a `siginfo_t` (128 bytes).
+    pub fn waitid(idtype: i32, id: u32, info: *mut c_void, options: i32) -> i32;
     pub fn ioctl(fd: i32, req: u64, ...) -> i32;
     pub fn syscall(nr: i64, ...) -> i64;
 }
