@@ -393,10 +393,9 @@ struct AccessCase {
     pad: u32,
 }
 
-/// The errnos the `WRITE`/`READ` table (and, for past `TASK_SIZE`, spec 13)
-/// allows. The `TASK_SIZE` check's place among the table's rows is not
-/// documented: for `Target::Past` the model accepts `EFAULT` and whatever
-/// the rows before it give, but never success.
+/// The errnos the `WRITE`/`READ` table of reference.rst allows, in its
+/// order: a range past `TASK_SIZE` is `EFAULT` once the context is bound,
+/// before any other check of the request.
 fn access_allowed(c: &AccessCase) -> Vec<i32> {
     if c.flags != 0 || c.pad != 0 || c.len == 0 || c.len > MAX_ACCESS {
         return vec![EINVAL];
@@ -405,13 +404,15 @@ fn access_allowed(c: &AccessCase) -> Vec<i32> {
         return vec![EFAULT];
     }
     let fill = c.write && c.user_buf == 0;
-    let mut v = if !c.bound {
+    if !c.bound {
         vec![ENOTCONN]
+    } else if c.target == Target::Past {
+        vec![EFAULT]
     } else if fill && (c.addr % 8 != 0 || c.len % 8 != 0) {
         vec![EINVAL]
     } else if !c.write && c.user_buf == 0 {
         vec![EFAULT]
-    } else if (c.user_buf != 0 && !c.buf_ok) || matches!(c.target, Target::Bad | Target::Past) {
+    } else if (c.user_buf != 0 && !c.buf_ok) || c.target == Target::Bad {
         // A bad user buffer or target: a fault (or no memory for the
         // bounce buffer).
         vec![EFAULT, ENOMEM]
@@ -422,11 +423,7 @@ fn access_allowed(c: &AccessCase) -> Vec<i32> {
             Target::Racy => vec![0, ENOMEM, EAGAIN],
             _ => vec![0, ENOMEM],
         }
-    };
-    if c.target == Target::Past && !v.contains(&EFAULT) {
-        v.push(EFAULT);
     }
-    v
 }
 
 /// The result of a `STREAM_START` that replaces no running stream.
@@ -444,7 +441,7 @@ fn stream_fresh(addr: u64, stride: u64, slots: u32, flags: u32, ts: u64) -> i32 
     if invalid {
         EINVAL
     } else if end.is_none_or(|e| e > ts) {
-        // Wraps, or (spec 13) the last slot's end passes TASK_SIZE.
+        // Wraps, or the last slot's end passes TASK_SIZE.
         EFAULT
     } else {
         0
@@ -462,7 +459,7 @@ struct BenchCase {
     bound: bool,
 }
 
-/// The errnos the `bench_fill` table (and spec 13) allows.
+/// The errnos the `bench_fill` table of reference.rst allows, in its order.
 fn bench_allowed(c: &BenchCase) -> Vec<i32> {
     if c.malformed || c.len == 0 || c.len > MAX_ACCESS || c.len % 8 != 0 || c.addr % 8 != 0 {
         return vec![EINVAL];
@@ -470,11 +467,12 @@ fn bench_allowed(c: &BenchCase) -> Vec<i32> {
     if c.target == Target::Wraps {
         return vec![EFAULT];
     }
-    // Past TASK_SIZE: EFAULT, or, if the check follows the lookup, ENOENT.
+    // The context is looked up before the range is checked against
+    // TASK_SIZE.
     match (c.target, c.bound) {
-        (Target::Past, false) => vec![EFAULT, ENOENT],
         (_, false) => vec![ENOENT],
-        (Target::Past | Target::Bad, true) => vec![EFAULT, ENOMEM],
+        (Target::Past, true) => vec![EFAULT],
+        (Target::Bad, true) => vec![EFAULT, ENOMEM],
         (Target::Maybe, true) => vec![0, EFAULT, ENOMEM],
         (Target::Racy, true) => vec![0, ENOMEM, EAGAIN],
         (_, true) => vec![0, ENOMEM],
@@ -531,7 +529,7 @@ enum Aim {
 /// (`EAGAIN`), the injected corrupt copy (`EIO`).
 const THP_RESULTS: &[i32] = &[0, ENOENT, EALREADY, ENOMEM, EBUSY, EAGAIN, EIO];
 
-/// The errnos the `migrate_thp` table and spec 13 allow for a well-formed
+/// The errnos reference.rst's `migrate_thp` table allows for a well-formed
 /// line. Never `EINVAL` with a positive pid, a valid node and a parsable
 /// address.
 fn migrate_allowed(who: Who, aim: Aim, node_ok: bool, huge_zero: bool) -> Vec<i32> {
@@ -1387,10 +1385,11 @@ impl Fuzzer {
         let target = self.reclassify(addr, len, target);
         let (text, malformed) = match self.rng.below(16) {
             0 => (format!("{id} {addr:#x}"), true),
-            1 => (format!("{id}  {addr:#x} {len}"), true),
-            2 => (format!("{id}\t{addr:#x} {len}"), true),
+            // Fields are separated by any whitespace.
+            1 => (format!("{id}  {addr:#x} {len}"), false),
+            2 => (format!("{id}\t{addr:#x} {len}"), false),
             3 => (format!("{id} {addr:#x} 18446744073709551616"), true),
-            4 => (format!("{id} {addr:#x} {len} "), true),
+            4 => (format!("{id} {addr:#x} {len} "), false),
             5 => (format!("{id} {addr:#x} {len}\n"), false),
             _ => (format!("{id} {addr:#x} {len}"), false),
         };
@@ -1642,7 +1641,8 @@ mod tests {
                         let v = access_allowed(&case(t, bound, write, buf));
                         assert!(!v.contains(&0), "{t:?} {bound} {write} {buf:#x}: {v:?}");
                         if t == Target::Past {
-                            assert!(v.contains(&EFAULT), "{v:?}");
+                            let want = if bound { EFAULT } else { ENOTCONN };
+                            assert_eq!(v, vec![want], "{bound} {write} {buf:#x}");
                         }
                     }
                 }
@@ -1654,11 +1654,11 @@ mod tests {
         );
         assert_eq!(
             access_allowed(&case(Target::Past, false, true, 0)),
-            vec![ENOTCONN, EFAULT]
+            vec![ENOTCONN]
         );
         assert_eq!(
             access_allowed(&case(Target::Past, true, true, 0x5000)),
-            vec![EFAULT, ENOMEM]
+            vec![EFAULT]
         );
         // Invalid arguments win over everything.
         let mut c = case(Target::Past, true, true, 0);
@@ -1703,14 +1703,8 @@ mod tests {
             target,
             bound,
         };
-        assert_eq!(
-            bench_allowed(&c(Target::Past, true, TS, 8)),
-            vec![EFAULT, ENOMEM]
-        );
-        assert_eq!(
-            bench_allowed(&c(Target::Past, false, TS, 8)),
-            vec![EFAULT, ENOENT]
-        );
+        assert_eq!(bench_allowed(&c(Target::Past, true, TS, 8)), vec![EFAULT]);
+        assert_eq!(bench_allowed(&c(Target::Past, false, TS, 8)), vec![ENOENT]);
         assert_eq!(
             bench_allowed(&c(Target::Wraps, true, u64::MAX - 7, 16)),
             vec![EFAULT]
