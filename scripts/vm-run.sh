@@ -9,7 +9,7 @@
 # The run fails (non-zero) when the command fails, when its KTAP output has a
 # failing case, when the guest died before the command finished, or when the
 # guest's dmesg holds a kernel report (BUG:, WARNING:, Oops, KASAN, lockdep,
-# general protection, RCU stall, Call Trace).
+# general protection, RCU stall, Call Trace, a hung task).
 . "$(dirname "$0")/lib.sh"
 
 shell=0 module=1 out=""

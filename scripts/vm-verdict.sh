@@ -9,7 +9,7 @@ fail=0
 say() { printf '[secmmu] vm: %s\n' "$*" >&2; }
 
 # Kernel reports that fail any run.
-REPORTS='BUG:|WARNING:|Oops|KASAN|lockdep|general protection|RCU stall|rcu_sched self-detected stall|Call Trace|Kernel panic'
+REPORTS='BUG:|WARNING:|Oops|KASAN|lockdep|general protection|RCU stall|rcu_sched self-detected stall|Call Trace|Kernel panic|blocked for more than'
 
 read -r p f s < <(awk '
 	/^(not )?ok [0-9]+/ {
