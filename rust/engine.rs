@@ -107,6 +107,11 @@ pub(crate) fn task_size(mm: &Mm) -> usize {
     unsafe { b::secmmu_task_size(mm.as_raw()) }
 }
 
+/// A range this long or longer is a full flush (the user address space is
+/// at most 2^47 bytes with 4-level paging; `arch_tlbbatch_add_pending()`
+/// passes 0..~0).
+const FULL_RANGE: usize = 1 << 47;
+
 /// A flag that asks device work in flight to stop at the next page.
 pub(crate) type Cancel = Atomic<bool>;
 
@@ -148,13 +153,25 @@ impl DeviceMmu {
     /// this runs in the callback, under page-table locks.
     fn invalidate(&self, start: usize, end: usize) -> usize {
         let mut tlb = self.tlb.lock();
-        let n = if end.wrapping_sub(start) >= (1usize << 47) {
+        let n = if end.wrapping_sub(start) >= FULL_RANGE {
             self.stats.inc(Stat::FULL_FLUSHES);
             tlb.flush()
         } else {
             tlb.invalidate(start, end)
         };
         drop(tlb);
+        self.stats.inc(Stat::INVALIDATIONS);
+        self.stats.add(Stat::INVALIDATED_ENTRIES, n as u64);
+        n
+    }
+
+    /// Drains `[start, end)` ([`Tlb::drain`]), counted as one invalidation;
+    /// returns how many entries went.
+    fn drain(&self, start: usize, end: usize) -> usize {
+        let n = self.tlb.lock().drain(start, end);
+        if end.wrapping_sub(start) >= FULL_RANGE {
+            self.stats.inc(Stat::FULL_FLUSHES);
+        }
         self.stats.inc(Stat::INVALIDATIONS);
         self.stats.add(Stat::INVALIDATED_ENTRIES, n as u64);
         n
@@ -182,7 +199,7 @@ impl SecondaryTlb for DeviceMmu {
     /// the same time.
     fn release(&self) {
         self.released.store(true, Relaxed);
-        self.tlb.lock().drain(0, usize::MAX);
+        self.drain(0, usize::MAX);
     }
 }
 
@@ -261,7 +278,7 @@ impl Binding {
     /// this takes). Returns how many entries were dropped from the TLB.
     pub(crate) fn drain(&self, start: usize, end: usize) -> usize {
         let dev = self.dev();
-        let n = dev.tlb.lock().drain(start, end);
+        let n = dev.drain(start, end);
         dev.reap();
         n
     }
@@ -399,7 +416,12 @@ impl Binding {
         let dev = self.dev();
         let now = now_ns();
         let mut tlb = dev.tlb.lock();
-        match tlb.lookup(va, now) {
+        let (hit, expired) = tlb.lookup(va, now);
+        if expired > 0 {
+            // A late invalidation finally taking effect.
+            self.stats().add(Stat::INVALIDATED_ENTRIES, expired as u64);
+        }
+        match hit {
             Some(t) if t.writable || dir == Dir::Read => {
                 self.stats().inc(Stat::TLB_HITS);
                 if t.stale_until != 0 {

@@ -193,8 +193,9 @@ impl Tlb {
 
     /// Looks up the translation covering `va`, huge entries first. A stale
     /// entry whose injected delay is over (`now` past `stale_until`) is
-    /// dropped on the way.
-    pub(crate) fn lookup(&mut self, va: usize, now: u64) -> Option<Translation> {
+    /// dropped on the way: the second value counts those (0 or 1).
+    pub(crate) fn lookup(&mut self, va: usize, now: u64) -> (Option<Translation>, usize) {
+        let mut expired = 0;
         for k in [
             key(va & !(HUGE_SIZE - 1), HUGE_SIZE),
             key(va & !(PAGE_SIZE - 1), PAGE_SIZE),
@@ -207,12 +208,13 @@ impl Tlb {
                     put_node(&mut self.free, node);
                     // INVARIANT: one entry left the map.
                     self.len -= 1;
+                    expired += 1;
                 }
                 continue;
             }
-            return Some(t);
+            return (Some(t), expired);
         }
-        None
+        (None, expired)
     }
 
     /// Caches `t`, replacing an entry for the same address and size, and
@@ -250,16 +252,17 @@ impl Tlb {
     }
 
     /// Removes every entry overlapping `[start, end)` and hands each to
-    /// `sink`; returns how many. Visits the overlapping entries and at most
+    /// `sink`; returns how many `sink` counted (returned `true` for). Visits the overlapping entries and at most
     /// the non-overlapping 4 KiB entries in the 2 MiB block holding `start`.
     fn remove_range(
         &mut self,
         start: usize,
         end: usize,
-        mut sink: impl FnMut(&mut Self, Translation, RBTreeNode<usize, Translation>),
+        mut sink: impl FnMut(&mut Self, Translation, RBTreeNode<usize, Translation>) -> bool,
     ) -> usize {
         let mut next = start & !(HUGE_SIZE - 1);
         let mut removed = 0;
+        let mut counted = 0;
         while next < end {
             let Some(cursor) = self.map.cursor_lower_bound_mut(&next) else {
                 break;
@@ -271,29 +274,30 @@ impl Tlb {
             if t.overlaps(start, end) {
                 let t = *t;
                 let (_, node) = cursor.remove_current();
-                sink(self, t, node);
+                counted += usize::from(sink(self, t, node));
                 removed += 1;
             }
             next = k + 1;
         }
         // INVARIANT: exactly `removed` entries left the map.
         self.len -= removed;
-        removed
+        counted
     }
 
     /// The kernel asks to drop every entry overlapping `[start, end)`:
-    /// removes them and returns how many. Never frees memory (it runs in
-    /// the callback). If the TLB is armed and has not been reinstated yet,
-    /// a removed live entry lying inside the armed range and mapping only
-    /// the armed folio is kept aside for [`Tlb::reinstate`].
+    /// removes them and returns how many are gone. Never frees memory (it
+    /// runs in the callback). If the TLB is armed and has not been
+    /// reinstated yet, a removed live entry lying inside the armed range and
+    /// mapping only the armed folio is kept aside for [`Tlb::reinstate`]
+    /// instead, and not counted: it is counted when it finally goes.
     pub(crate) fn invalidate(&mut self, start: usize, end: usize) -> usize {
         self.seq = self.seq.wrapping_add(1);
         self.remove_range(start, end, |tlb, t, node| tlb.retire(t, node))
     }
 
-    /// Puts a node the kernel asked to drop on the free list, or aside if
-    /// the armed injection wants it.
-    fn retire(&mut self, t: Translation, node: RBTreeNode<usize, Translation>) {
+    /// Puts a node the kernel asked to drop on the free list (`true`), or
+    /// aside if the armed injection wants it (`false`).
+    fn retire(&mut self, t: Translation, node: RBTreeNode<usize, Translation>) -> bool {
         if let Some(armed) = self.armed.as_mut().filter(|a| !a.reinstated) {
             let inside = armed.va.start <= t.va
                 && t.va + t.size <= armed.va.end
@@ -301,10 +305,11 @@ impl Tlb {
                 && t.pfns().end <= armed.pfns.end;
             if inside && t.stale_until == 0 {
                 put_node(&mut armed.kept, node);
-                return;
+                return false;
             }
         }
         put_node(&mut self.free, node);
+        true
     }
 
     /// Drops every entry (the kernel's full flush, or the device's own);
@@ -369,18 +374,19 @@ impl Tlb {
     }
 
     /// Disarms, and removes every entry overlapping `[start, end)`, stale or
-    /// live, and every entry kept aside. Returns how many entries were
-    /// removed from the map.
+    /// live, and every entry kept aside. Returns how many went.
     pub(crate) fn drain(&mut self, start: usize, end: usize) -> usize {
+        let mut n = 0;
         if let Some(armed) = self.armed.take() {
             let mut kept = armed.kept;
             while let Some(cursor) = kept.cursor_front_mut() {
                 let (_, node) = cursor.remove_current();
                 put_node(&mut self.free, node);
+                n += 1;
             }
         }
         // INVARIANT: no longer armed, and every entry of the range (which
         // held every stale entry) is removed: none is stale any more.
-        self.invalidate(start, end)
+        n + self.invalidate(start, end)
     }
 }
