@@ -275,7 +275,7 @@ impl Binding {
     /// Drops every translation overlapping `[start, end)` now, stale or
     /// not, and every one kept aside by an armed injection, disarming it;
     /// waits for device accesses through them (they run under the TLB lock
-    /// this takes). Returns how many entries were dropped from the TLB.
+    /// this takes). Returns how many went (kept-aside ones included).
     pub(crate) fn drain(&self, start: usize, end: usize) -> usize {
         let dev = self.dev();
         let n = dev.drain(start, end);
@@ -292,8 +292,19 @@ impl Binding {
 
     /// Puts the translations kept aside back, stale until `deadline`:
     /// only once the caller holds their folio isolated and referenced.
+    /// Returns how many came back.
     pub(crate) fn reinstate(&self, deadline: u64) -> usize {
-        self.dev().tlb.lock().reinstate(deadline)
+        let (n, dropped) = self.dev().tlb.lock().reinstate(deadline);
+        self.stats().add(Stat::INVALIDATED_ENTRIES, dropped as u64);
+        n
+    }
+
+    /// Disarms the injection (see [`Tlb::disarm`]) without counting an
+    /// invalidation: for a helper that ends before it drained.
+    pub(crate) fn disarm(&self) {
+        let n = self.dev().tlb.lock().disarm();
+        self.stats().add(Stat::INVALIDATED_ENTRIES, n as u64);
+        self.dev().reap();
     }
 
     fn dev(&self) -> &DeviceMmu {
@@ -317,9 +328,11 @@ impl Binding {
         (tlb.len(), tlb.capacity())
     }
 
-    /// Drops every cached translation (`SECMMU_IOCTL_TLB_FLUSH`).
+    /// Drops every cached translation (`SECMMU_IOCTL_TLB_FLUSH`), and
+    /// those an armed injection kept aside: the device's own flush is
+    /// never undone by a reinstatement.
     pub(crate) fn flush(&self) {
-        self.dev().invalidate(0, usize::MAX);
+        self.dev().drain(0, usize::MAX);
         self.dev().reap();
     }
 
@@ -487,12 +500,15 @@ impl Binding {
     }
 
     /// Runs `f` on a kernel mapping of the page `pfn`, which the caller
-    /// holds a live TLB entry for, under the TLB lock.
+    /// holds a TLB entry for, under the TLB lock.
     fn with_page<R>(pfn: Pfn, f: impl FnOnce(*mut u8) -> R) -> R {
-        // By the notifier contract (module doc) the kernel must take the
-        // TLB lock the caller holds to drop the entry before it frees or
-        // moves the page, so the page stays the one mapped meanwhile.
-        // SAFETY: `pfn` is such a page while `f` runs (under the lock).
+        // A live entry: by the notifier contract (module doc) the kernel
+        // must take the TLB lock the caller holds to drop it before it
+        // frees or moves the page. A stale entry (injection only) maps only
+        // the folio the helper holds isolated, locked and referenced until
+        // it has drained this TLB under the same lock (tlb.rs). Either way
+        // the page stays allocated while `f` runs.
+        // SAFETY: as just said; `f` runs under the TLB spinlock: no sleep.
         let page = unsafe { KmapLocal::new(pfn) };
         f(page.as_ptr())
     }

@@ -204,12 +204,14 @@ struct FolioRef {
 }
 
 impl FolioRef {
-    /// The THP a huge PMD maps at `start` of `mm`; the mmap lock is held
-    /// (the guard's borrow). `-ENOENT`: none; `-EFAULT`: the huge zero page.
-    fn lookup(mm: &MmWithUser, start: usize) -> Result<Self> {
+    /// The THP a huge PMD maps at `start` (inside `vma`) of `vma`'s mm.
+    /// `-ENOENT`: none; `-EFAULT`: the huge zero page.
+    fn lookup(vma: &VmaRef, start: usize) -> Result<Self> {
+        let mm = vma.mm();
         let mut pfn = 0usize;
-        // SAFETY: `mm` has a user and the caller holds its mmap lock for
-        // reading; `pfn` is a valid out-pointer.
+        // The `VmaRef` borrow shows the mmap (or VMA) lock is held, so the
+        // page tables the walk reads stay allocated; `mm` has a user.
+        // SAFETY: as just said; `pfn` is a valid out-pointer.
         let r = unsafe { b::secmmu_thp_folio_get(mm.as_raw(), start, (&raw mut pfn).cast()) };
         if r < 0 {
             return Err(Error::from_errno(r));
@@ -281,8 +283,8 @@ impl Drop for DstFolio {
 /// The contexts bound to the mm, snapshotted before setup.
 ///
 /// Must outlive the mmap lock: the last reference on a context may be
-/// this one, and dropping it waits for SRCU. Dropping it drains every
-/// context (idempotent), so no injected stale translation survives it.
+/// this one, and dropping it waits for SRCU. Dropping it disarms every
+/// context, so no kept or stale translation survives it.
 struct Bound {
     list: KVec<Arc<Binding>>,
     range: Range<usize>,
@@ -329,7 +331,11 @@ impl Bound {
 
 impl Drop for Bound {
     fn drop(&mut self) {
-        self.drain(None);
+        // A migration that got as far as setup drained in `MigrateVma`;
+        // one that stopped before has only to disarm.
+        for bnd in self.list.iter() {
+            bnd.disarm();
+        }
     }
 }
 
@@ -539,7 +545,7 @@ fn run(shared: &Shared, req: Request) -> core::result::Result<Done, Failure> {
     if range.start < vma.start() || range.end > vma.end() {
         return Err(fail(ENOENT, "no PMD-mapped THP there"));
     }
-    let folio = FolioRef::lookup(&mm, range.start).map_err(|e| match e {
+    let folio = FolioRef::lookup(vma, range.start).map_err(|e| match e {
         e if e == EFAULT => fail(e, "the huge zero page maps it"),
         e => fail(e, "no PMD-mapped THP there"),
     })?;
@@ -551,7 +557,7 @@ fn run(shared: &Shared, req: Request) -> core::result::Result<Done, Failure> {
     let dst = DstFolio::alloc(req.node).map_err(|e| fail(e, "no huge page free on the node"))?;
     let moved = move_thp(shared, &req, vma, folio, dst, &bound)?;
     // Confirm: still a THP, now on the node.
-    let new = FolioRef::lookup(&mm, range.start).map_or((-1, 0), |f| (f.nid(), f.head.0));
+    let new = FolioRef::lookup(vma, range.start).map_or((-1, 0), |f| (f.nid(), f.head.0));
     drop(guard);
     let ev = &shared.events;
     if new.0 != req.node {
@@ -704,8 +710,9 @@ fn copy_and_check(
     unsafe { b::secmmu_copy_thp(dst_pfn.0, src.0) };
     let copy_ns = now_ns().saturating_sub(t0);
     if shared.corrupt_copy() {
-        // SAFETY: the destination is ours and locked; it is about to be
-        // compared with the source and, differing, freed.
+        // SAFETY: the destination is ours and locked (hardened, it is then
+        // compared with the source and, differing, freed; unhardened, the
+        // corrupted copy is installed, as documented).
         unsafe { b::secmmu_corrupt_thp(dst_pfn.0) };
     }
     ev.record(0, Kind::CopyEnd, src.0 as u64, dst_pfn.0 as u64, req.node);

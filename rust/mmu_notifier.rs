@@ -40,7 +40,8 @@
 //!   (`mmgrab`) and `mmu_notifier_unregister()` drops it, so the mm outlives
 //!   the registration even after the process has exited.
 //!
-//! Module exit still calls `mmu_notifier_synchronize()` (see the crate
+//! Module exit still calls `mmu_notifier_synchronize()` (after draining
+//! the engine's queue, `queue.rs`; see the crate
 //! root), which costs nothing and keeps the module correct should a `put`
 //! user appear.
 

@@ -40,6 +40,12 @@ impl Drop for EngineQueue {
         // SAFETY: valid workqueue (type invariant), destroyed once; this
         // drains work still queued or running. Module exit: may sleep.
         unsafe { bindings::destroy_workqueue(self.0) };
+        // The drained work may have dropped the last reference on a
+        // context (a killed job or stream outlives its file), so only now
+        // is every notifier of the module unregistered.
+        // SAFETY: no preconditions; it waits for pending notifier frees
+        // (SRCU callbacks) so none runs this module's code after unload.
+        unsafe { bindings::mmu_notifier_synchronize() };
     }
 }
 

@@ -16,7 +16,6 @@
 //! `Documentation/reference.rst` in the project describes the interface.
 
 use kernel::{
-    bindings,
     debugfs::{Dir, File},
     miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
     prelude::*,
@@ -53,8 +52,9 @@ module! {
 
 /// Module state. Fields drop in order: the device node goes first (no new
 /// contexts; open files hold a module reference, so none is left), the
-/// debugfs files next, and the engine's queue last (drained).
-#[pin_data(PinnedDrop)]
+/// debugfs files next, and the engine's queue last (drained, then
+/// `mmu_notifier_synchronize()`: see `queue.rs`).
+#[pin_data]
 pub(crate) struct SecMmuModule {
     #[pin]
     misc: MiscDeviceRegistration<device::Context>,
@@ -129,15 +129,5 @@ impl kernel::InPlaceModule for SecMmuModule {
             _debugfs: debugfs,
             misc <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"secmmu" }),
         })
-    }
-}
-
-#[pinned_drop]
-impl PinnedDrop for SecMmuModule {
-    fn drop(self: Pin<&mut Self>) {
-        // SAFETY: `mmu_notifier_synchronize` has no preconditions; it waits
-        // for pending notifier frees (SRCU callbacks) so none runs this
-        // module's code after it is unloaded. Module exit may sleep.
-        unsafe { bindings::mmu_notifier_synchronize() };
     }
 }

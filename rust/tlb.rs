@@ -131,8 +131,11 @@ pub(crate) struct Tlb {
     /// at or after this key.
     hand: usize,
     seq: u64,
-    /// Removed nodes, freed or reused outside the callback.
+    /// Removed nodes, freed or reused outside the callback, each under a
+    /// key of its own (`park`).
     free: FreeNodes,
+    /// The last key `park` gave.
+    park_id: usize,
     armed: Option<Armed>,
 }
 
@@ -142,12 +145,25 @@ pub(crate) struct Inserted {
     pub(crate) evicted: bool,
 }
 
-/// Puts `node` on `list`. Keys in a list are distinct but for a node
-/// refilled and removed again before the list was emptied; the older
-/// duplicate is then freed here (one `kfree`, rare).
-fn put_node(list: &mut FreeNodes, node: RBTreeNode<usize, Translation>) {
-    drop(list.insert(node));
+/// Puts `node` on `list` under the unique key `id` (its translation is
+/// kept: `reinstate` needs it). No allocation and no free: the node's box
+/// is reused as it is, and no key can collide (so `insert` returns none).
+fn park(
+    list: &mut FreeNodes,
+    id: &mut usize,
+    t: Translation,
+    node: RBTreeNode<usize, Translation>,
+) {
+    *id = id.wrapping_add(1);
+    // A fresh counter value (2^63 removals to wrap) with the top bit set,
+    // which no translation's key has (user addresses are below 2^63): no
+    // node of any list, nor of a tree `flush` moved to the free list as it
+    // was, has this key.
+    drop(list.insert(node.into_reservation().into_node(*id | PARK_KEY, t)));
 }
+
+/// The bit that sets [`park`]'s keys apart from translations' keys.
+const PARK_KEY: usize = 1 << (usize::BITS - 1);
 
 impl Tlb {
     /// An empty TLB holding at most `capacity` entries (`1..=MAX_CAPACITY`).
@@ -160,6 +176,7 @@ impl Tlb {
             hand: 0,
             seq: 0,
             free: RBTree::new(),
+            park_id: 0,
             armed: None,
         }
     }
@@ -205,7 +222,7 @@ impl Tlb {
             };
             if t.stale_until != 0 && now >= t.stale_until {
                 if let Some(node) = self.map.remove_node(&k) {
-                    put_node(&mut self.free, node);
+                    park(&mut self.free, &mut self.park_id, t, node);
                     // INVARIANT: one entry left the map.
                     self.len -= 1;
                     expired += 1;
@@ -242,9 +259,9 @@ impl Tlb {
         let Some(cursor) = cursor else {
             return false;
         };
-        let k = *cursor.current().0;
+        let (k, t) = (*cursor.current().0, *cursor.current().1);
         let (_, node) = cursor.remove_current();
-        put_node(&mut self.free, node);
+        park(&mut self.free, &mut self.park_id, t, node);
         self.hand = k.wrapping_add(1);
         // INVARIANT: one entry left the map.
         self.len -= 1;
@@ -304,11 +321,11 @@ impl Tlb {
                 && armed.pfns.start <= t.pfns().start
                 && t.pfns().end <= armed.pfns.end;
             if inside && t.stale_until == 0 {
-                put_node(&mut armed.kept, node);
+                park(&mut armed.kept, &mut self.park_id, t, node);
                 return false;
             }
         }
-        put_node(&mut self.free, node);
+        park(&mut self.free, &mut self.park_id, t, node);
         true
     }
 
@@ -338,31 +355,55 @@ impl Tlb {
     }
 
     /// The helper holds the armed folio isolated and referenced: puts the
-    /// entries kept aside back as stale until `deadline`. Returns how many.
-    pub(crate) fn reinstate(&mut self, deadline: u64) -> usize {
+    /// entries kept aside back as stale until `deadline`. Returns how many
+    /// came back, and how many went instead (an entry filled since covers
+    /// part of theirs, or the TLB is full).
+    pub(crate) fn reinstate(&mut self, deadline: u64) -> (usize, usize) {
         let Some(armed) = self.armed.as_mut() else {
-            return 0;
+            return (0, 0);
         };
         armed.reinstated = true;
         let mut kept = core::mem::replace(&mut armed.kept, RBTree::new());
         let mut n = 0;
+        let mut dropped = 0;
         while let Some(cursor) = kept.cursor_front_mut() {
-            let k = *cursor.current().0;
+            let mut t = *cursor.current().1;
             let (_, node) = cursor.remove_current();
-            if self.map.get(&k).is_some() || self.len == self.capacity {
-                put_node(&mut self.free, node);
+            if self.overlaps_any(t.va, t.va + t.size) || self.len == self.capacity {
+                // A fresher entry covers part of it, or no room: it goes.
+                park(&mut self.free, &mut self.park_id, t, node);
+                dropped += 1;
                 continue;
             }
-            self.map.insert(node);
-            if let Some(t) = self.map.get_mut(&k) {
-                t.stale_until = deadline.max(1);
-            }
-            // INVARIANT: a new key, and room for it (checked above); the
-            // entry maps only the armed folio (checked by `retire`).
+            t.stale_until = deadline.max(1);
+            let k = key(t.va, t.size);
+            self.map.insert(node.into_reservation().into_node(k, t));
+            // INVARIANT: a new key (nothing overlaps it), room for it
+            // (checked above), and it maps only the armed folio (checked by
+            // `retire`).
             self.len += 1;
             n += 1;
         }
-        n
+        (n, dropped)
+    }
+
+    /// Whether any entry overlaps `[start, end)`.
+    fn overlaps_any(&self, start: usize, end: usize) -> bool {
+        let mut next = start & !(HUGE_SIZE - 1);
+        while next < end {
+            let Some(cursor) = self.map.cursor_lower_bound(&next) else {
+                return false;
+            };
+            let (&k, t) = cursor.current();
+            if t.va >= end {
+                return false;
+            }
+            if t.overlaps(start, end) {
+                return true;
+            }
+            next = k + 1;
+        }
+        false
     }
 
     /// Whether a device access to `va` is to wait for [`Tlb::reinstate`]
@@ -373,20 +414,33 @@ impl Tlb {
             .is_some_and(|a| !a.reinstated && a.va.contains(&va))
     }
 
+    /// Disarms: the entries kept aside go, and, once reinstated, every
+    /// entry of the armed range (where the stale ones are). Returns how
+    /// many went.
+    pub(crate) fn disarm(&mut self) -> usize {
+        let Some(armed) = self.armed.take() else {
+            return 0;
+        };
+        let mut n = 0;
+        let mut kept = armed.kept;
+        while let Some(cursor) = kept.cursor_front_mut() {
+            let t = *cursor.current().1;
+            let (_, node) = cursor.remove_current();
+            park(&mut self.free, &mut self.park_id, t, node);
+            n += 1;
+        }
+        if armed.reinstated {
+            n += self.invalidate(armed.va.start, armed.va.end);
+        }
+        // INVARIANT: no longer armed, and no stale entry is left: they all
+        // lie in the armed range.
+        n
+    }
+
     /// Disarms, and removes every entry overlapping `[start, end)`, stale or
     /// live, and every entry kept aside. Returns how many went.
     pub(crate) fn drain(&mut self, start: usize, end: usize) -> usize {
-        let mut n = 0;
-        if let Some(armed) = self.armed.take() {
-            let mut kept = armed.kept;
-            while let Some(cursor) = kept.cursor_front_mut() {
-                let (_, node) = cursor.remove_current();
-                put_node(&mut self.free, node);
-                n += 1;
-            }
-        }
-        // INVARIANT: no longer armed, and every entry of the range (which
-        // held every stale entry) is removed: none is stale any more.
+        let n = self.disarm();
         n + self.invalidate(start, end)
     }
 }
