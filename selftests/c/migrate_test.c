@@ -770,7 +770,7 @@ TEST_F_TIMEOUT(thp, snapshot_enomem_fails, 600)
 		node = !page_node(self->thp);
 		len = snprintf(line, sizeof(line), "%d %p %d", getpid(), self->thp, node);
 		ASSERT_EQ(0, fail_nth_set(nth, n));
-		r = pwrite(mfd, line, len, 0);
+		r = write(mfd, line, len);
 		e = r < 0 ? errno : 0;
 		left = fail_nth_get(nth);
 		ASSERT_EQ(0, fail_nth_set(nth, 0));
