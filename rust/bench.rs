@@ -182,10 +182,7 @@ pub(crate) fn write(s: &Arc<Shared>, reader: &mut UserSliceReader) -> Result {
     if queue::engine().enqueue(job.clone()).is_err() {
         return Err(EBUSY);
     }
-    if let Err(e) = job.done.wait_killable() {
-        job.cancel.store(true, Relaxed);
-        return Err(e);
-    }
+    job.done.wait_or_cancel(&job.cancel)?;
     match job.result.load(Relaxed) {
         0 => {
             *s.bench.lock() = LastBench {

@@ -7,7 +7,12 @@
 //!
 //! C header: [`include/linux/completion.h`](srctree/include/linux/completion.h)
 
-use kernel::{bindings, prelude::*, types::Opaque};
+use kernel::{
+    bindings,
+    prelude::*,
+    sync::atomic::{Atomic, Relaxed},
+    types::Opaque,
+};
 
 /// A `struct completion`, completed once with [`Done::complete_all`].
 #[pin_data]
@@ -48,5 +53,13 @@ impl Done {
         } else {
             Err(EINTR)
         }
+    }
+
+    /// Waits killably for work that checks `cancel` per page: a killed
+    /// caller sets it and returns `-EINTR`, and the work, which owns what
+    /// it touches, ends on its own.
+    pub(crate) fn wait_or_cancel(&self, cancel: &Atomic<bool>) -> Result {
+        self.wait_killable()
+            .inspect_err(|_| cancel.store(true, Relaxed))
     }
 }

@@ -101,10 +101,7 @@ fn submit(binding: Arc<Binding>, addr: usize, buf: KVVec<u8>, op: Op) -> Result<
     if queue::engine().enqueue(job.clone()).is_err() {
         return Err(EBUSY);
     }
-    if let Err(e) = job.done.wait_killable() {
-        job.cancel.store(true, Relaxed);
-        return Err(e);
-    }
+    job.done.wait_or_cancel(&job.cancel)?;
     match job.result.load(Relaxed) {
         0 => {
             let mut buf = job.buf.lock();
