@@ -10,9 +10,12 @@
 use crate::abi::{self, Bind, Stats, Stream, Verify};
 use crate::debugfs;
 use crate::events::{self, Event, Kind};
+use crate::stress::{streamer, Passes};
 use crate::sys::{self, ioctl_ptr, Mapping};
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::thread;
 use std::time::{Duration, Instant};
 
 const PAGE: usize = 4096;
@@ -137,7 +140,7 @@ fn crate_smaps_huge_kib(smaps: &str) -> u64 {
         .sum()
 }
 
-/// A bound device context streaming over a region.
+/// A bound device context.
 pub(crate) struct Device {
     pub(crate) file: File,
 }
@@ -152,17 +155,6 @@ impl Device {
         let mut b = Bind::default();
         ioctl_ptr(file.as_raw_fd(), abi::BIND, &mut b).map_err(|e| format!("bind: {e}"))?;
         Ok(Self { file })
-    }
-
-    pub(crate) fn start(&self, r: &Region) -> Result<(), String> {
-        let mut s = Stream {
-            addr: r.base as u64,
-            stride: PAGE as u64,
-            slots: (r.n * HPAGE / PAGE) as u32,
-            flags: 0,
-        };
-        ioctl_ptr(self.file.as_raw_fd(), abi::STREAM_START, &mut s)
-            .map_err(|e| format!("stream start: {e}"))
     }
 
     pub(crate) fn stop_and_verify(&self) -> Result<Verify, String> {
@@ -318,25 +310,78 @@ fn check_helper_order(ev: &[Event], hardened: bool) -> Result<usize, String> {
     Ok(migs.len())
 }
 
-/// Ends a run: stops the stream, verifies it, and fills the row from the
-/// result, the context's counters and the event log (returned parsed).
+/// What the single passes of a run verified.
+#[derive(Clone, Copy, Default)]
+struct Verified {
+    writes: u64,
+    lost: u64,
+}
+
+/// Waits (1 ms polls, at most 20 s) until the context's `stream_writes`
+/// reaches `min`; returns its last value.
+fn wait_stream_writes(dev: &Device, min: u64) -> Result<u64, String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = dev.stats()?.counters[abi::STAT_STREAM_WRITES];
+        if v >= min || Instant::now() > deadline {
+            return Ok(v);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Runs `f` while single-pass streams (each verified, so a lost write
+/// cannot be hidden by a later one) write over `region` through `dev`,
+/// from the moment the device has written; returns `f`'s result and what
+/// the passes verified.
+fn with_single_passes<T>(
+    dev: &Device,
+    region: &Region,
+    f: impl FnOnce() -> Result<T, String>,
+) -> Result<(T, Verified), String> {
+    let stop = AtomicBool::new(false);
+    let p = Passes::default();
+    let (base, n) = (region.base as usize, region.n);
+    let r = thread::scope(|s| {
+        s.spawn(|| streamer(dev, base, n, &stop, &p, 1));
+        let r = match wait_stream_writes(dev, 1) {
+            Ok(0) => Err("the device did not write".to_string()),
+            Ok(_) => f(),
+            Err(e) => Err(e),
+        };
+        stop.store(true, Relaxed);
+        r
+    });
+    let err = p.error.lock().map(|m| m.clone()).unwrap_or_default();
+    if !err.is_empty() {
+        return Err(format!("single-pass stream: {err}"));
+    }
+    let v = Verified {
+        writes: p.writes.load(Relaxed),
+        lost: p.lost.load(Relaxed),
+    };
+    Ok((r?, v))
+}
+
+/// Ends a run: fills the row from what the passes verified, the context's
+/// counters and the event log (returned parsed).
 fn finish(
     dev: &Device,
     region: &Region,
     row: &mut Row,
-) -> Result<(Verify, Stats, Vec<Event>), String> {
-    let v = dev.stop_and_verify()?;
+    v: Verified,
+) -> Result<(Stats, Vec<Event>), String> {
     let st = dev.stats()?;
     let text = debugfs::read("events")?;
     let ev = events::parse(&text).map_err(|e| e.to_string())?;
     row.events = text;
     row.device_writes = v.writes;
-    row.lost = v.lost_writes;
+    row.lost = v.lost;
     row.invalidations = st.counters[abi::STAT_INVALIDATIONS];
     row.late_caught = st.counters[abi::STAT_LATE_INVALIDATIONS_CAUGHT];
     row.stale = st.counters[abi::STAT_STALE_ACCESSES];
     row.nodes = region.nodes()?;
-    Ok((v, st, ev))
+    Ok((st, ev))
 }
 
 /// The kernel's own NUMA balancing moves the THPs after the touching task
@@ -398,18 +443,20 @@ fn run_numa_balancing(o: &Options) -> Row {
         }
         let dev = Device::bind()?;
         debugfs::write_msg("events", "clear")?;
-        dev.start(&region)?;
         let before = vmstat();
-        sys::pin_to_cpu(1).map_err(|e| format!("pin to CPU 1: {e}"))?;
-        let deadline = Instant::now() + o.numa_timeout;
-        let mut nodes = region.nodes()?;
-        while Instant::now() < deadline && nodes.iter().any(|&n| n != 1) {
-            for _ in 0..4 {
-                region.touch(false);
+        let (nodes, v) = with_single_passes(&dev, &region, || {
+            sys::pin_to_cpu(1).map_err(|e| format!("pin to CPU 1: {e}"))?;
+            let deadline = Instant::now() + o.numa_timeout;
+            let mut nodes = region.nodes()?;
+            while Instant::now() < deadline && nodes.iter().any(|&n| n != 1) {
+                for _ in 0..4 {
+                    region.touch(false);
+                }
+                nodes = region.nodes()?;
             }
-            nodes = region.nodes()?;
-        }
-        let (v, st, ev) = finish(&dev, &region, &mut row)?;
+            Ok(nodes)
+        })?;
+        let (st, ev) = finish(&dev, &region, &mut row, v)?;
         let after = vmstat();
         row.migrations = vm_delta(&before, &after, "thp_migration_success");
         let hint = vm_delta(&before, &after, "numa_hint_faults");
@@ -430,8 +477,8 @@ fn run_numa_balancing(o: &Options) -> Row {
                 "/proc/vmstat shows no THP migration (numa_pages_migrated +{pages})"
             ));
         }
-        if v.lost_writes != 0 {
-            return Err(format!("{} lost writes", v.lost_writes));
+        if v.lost != 0 {
+            return Err(format!("{} lost writes", v.lost));
         }
         check_fill_order(&ev, st.ctx_id, &region, &nodes)
     })();
@@ -455,25 +502,29 @@ fn run_move_pages(o: &Options) -> Row {
         let region = Region::new(o.thps)?;
         let dev = Device::bind()?;
         debugfs::write_msg("events", "clear")?;
-        dev.start(&region)?;
-        for _ in 0..o.rounds {
-            for i in 0..region.n {
-                let p = region.thp(i);
-                let to = i32::from(sys::node_of(p).map_err(|e| e.to_string())? == 0);
-                let mut st = [-1];
-                sys::move_pages(&[p], Some(&[to]), &mut st)
-                    .map_err(|e| format!("move_pages: {e}"))?;
-                let now = sys::node_of(p).map_err(|e| e.to_string())?;
-                if now != to {
-                    return Err(format!("THP {i} on node {now} after moving it to {to}"));
+        let (moved, v) = with_single_passes(&dev, &region, || {
+            let mut moved = 0;
+            for _ in 0..o.rounds {
+                for i in 0..region.n {
+                    let p = region.thp(i);
+                    let to = i32::from(sys::node_of(p).map_err(|e| e.to_string())? == 0);
+                    let mut st = [-1];
+                    sys::move_pages(&[p], Some(&[to]), &mut st)
+                        .map_err(|e| format!("move_pages: {e}"))?;
+                    let now = sys::node_of(p).map_err(|e| e.to_string())?;
+                    if now != to {
+                        return Err(format!("THP {i} on node {now} after moving it to {to}"));
+                    }
+                    moved += 1;
                 }
-                row.migrations += 1;
+                std::thread::sleep(Duration::from_millis(5));
             }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let (v, st, ev) = finish(&dev, &region, &mut row)?;
-        if v.lost_writes != 0 {
-            return Err(format!("{} lost writes", v.lost_writes));
+            Ok(moved)
+        })?;
+        row.migrations = moved;
+        let (st, ev) = finish(&dev, &region, &mut row, v)?;
+        if v.lost != 0 {
+            return Err(format!("{} lost writes", v.lost));
         }
         check_fill_order(&ev, st.ctx_id, &region, &row.nodes)
     })();
@@ -497,33 +548,34 @@ fn run_helper(o: &Options, unhardened: bool, inject: bool) -> Row {
     let r = (|| -> Result<(), String> {
         let region = Region::new(o.thps)?;
         let dev = Device::bind()?;
-        debugfs::write_msg(
-            "inject",
-            &format!("late_invalidate={}", if inject { o.late_us } else { 0 }),
-        )?;
+        // Unhardened with injection, the pass after the copy must end while
+        // the stale translation lives: at least 200 ms.
+        let late = match (unhardened, inject) {
+            (true, true) => o.late_us.max(200_000),
+            (_, true) => o.late_us,
+            _ => 0,
+        };
+        debugfs::write_msg("inject", &format!("late_invalidate={late}"))?;
         debugfs::write_msg("events", "clear")?;
-        dev.start(&region)?;
-        std::thread::sleep(Duration::from_millis(5));
-        // Unhardened with injection: one migration per THP, then stop at
-        // once, so the writes lost to the stale translation are not
-        // overwritten by later passes of the stream.
-        let rounds = if unhardened && inject { 1 } else { o.rounds };
-        let pid = std::process::id();
-        for _ in 0..rounds {
-            for i in 0..region.n {
-                let p = region.thp(i);
-                let to = i32::from(sys::node_of(p).map_err(|e| e.to_string())? == 0);
-                let line = format!(
-                    "{pid} {:#x} {to}{}",
-                    p as usize,
-                    if unhardened { " unhardened" } else { "" }
-                );
-                debugfs::write("migrate_thp", &line)
-                    .map_err(|e| format!("migrate_thp '{line}': {e}"))?;
-                row.migrations += 1;
-            }
-        }
-        let (v, st, ev) = finish(&dev, &region, &mut row)?;
+        let v = if unhardened && inject {
+            let (moved, v) = passes_after_copies(&dev, &region)?;
+            row.migrations = moved;
+            v
+        } else {
+            let (moved, v) = with_single_passes(&dev, &region, || {
+                let mut moved = 0;
+                for _ in 0..o.rounds {
+                    for i in 0..region.n {
+                        migrate_thp(region.thp(i), unhardened)?;
+                        moved += 1;
+                    }
+                }
+                Ok(moved)
+            })?;
+            row.migrations = moved;
+            v
+        };
+        let (st, ev) = finish(&dev, &region, &mut row, v)?;
         if !region.is_thp() {
             return Err("the memory is no longer THP-backed".into());
         }
@@ -533,7 +585,7 @@ fn run_helper(o: &Options, unhardened: bool, inject: bool) -> Row {
         }
         match (unhardened, inject) {
             (true, true) => {
-                if v.lost_writes == 0 {
+                if v.lost == 0 {
                     return Err(
                         "the late invalidation lost no write: the detector did not fire".into(),
                     );
@@ -543,16 +595,16 @@ fn run_helper(o: &Options, unhardened: bool, inject: bool) -> Row {
                 }
             }
             (false, true) => {
-                if v.lost_writes != 0 {
-                    return Err(format!("{} lost writes", v.lost_writes));
+                if v.lost != 0 {
+                    return Err(format!("{} lost writes", v.lost));
                 }
                 if row.late_caught == 0 {
                     return Err("the hardened helper caught no late invalidation".into());
                 }
             }
             _ => {
-                if v.lost_writes != 0 {
-                    return Err(format!("{} lost writes", v.lost_writes));
+                if v.lost != 0 {
+                    return Err(format!("{} lost writes", v.lost));
                 }
             }
         }
@@ -564,6 +616,66 @@ fn run_helper(o: &Options, unhardened: bool, inject: bool) -> Row {
     let _ = debugfs::write_msg("inject", "late_invalidate=0");
     row.failure = r.err();
     row
+}
+
+/// Moves the THP at `p` to the other node with the helper.
+fn migrate_thp(p: *mut u8, unhardened: bool) -> Result<(), String> {
+    let to = i32::from(sys::node_of(p).map_err(|e| e.to_string())? == 0);
+    let line = format!(
+        "{} {:#x} {to}{}",
+        std::process::id(),
+        p as usize,
+        if unhardened { " unhardened" } else { "" }
+    );
+    debugfs::write("migrate_thp", &line).map_err(|e| format!("migrate_thp '{line}': {e}"))
+}
+
+/// How many `copy_end` events the log holds.
+fn copies_seen() -> Result<usize, String> {
+    Ok(debugfs::read("events")?.matches(" copy_end ").count())
+}
+
+/// The unhardened helper with injection, once per THP: the device caches
+/// its translation of the THP, the helper runs on a thread of its own, and
+/// once it has copied (a new `copy_end`) a single pass over the THP writes
+/// through the stale translation and is verified. Every write after the
+/// copy is lost, and no later pass can hide it.
+fn passes_after_copies(dev: &Device, region: &Region) -> Result<(u64, Verified), String> {
+    let fd = dev.file.as_raw_fd();
+    let mut v = Verified::default();
+    for i in 0..region.n {
+        let p = region.thp(i);
+        let mut a = crate::abi::Access {
+            addr: p as u64,
+            len: 8,
+            ..Default::default()
+        };
+        ioctl_ptr(fd, abi::WRITE, &mut a).map_err(|e| format!("device write: {e}"))?;
+        let copies = copies_seen()?;
+        let addr = p as usize;
+        let r = thread::scope(|s| {
+            let helper = s.spawn(move || migrate_thp(addr as *mut u8, true));
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while copies_seen()? <= copies && Instant::now() < deadline {}
+            let w0 = dev.stats()?.counters[abi::STAT_STREAM_WRITES];
+            let mut st = Stream {
+                addr: addr as u64,
+                stride: PAGE as u64,
+                slots: (HPAGE / PAGE) as u32,
+                flags: abi::STREAM_ONCE,
+            };
+            ioctl_ptr(fd, abi::STREAM_START, &mut st).map_err(|e| format!("stream start: {e}"))?;
+            wait_stream_writes(dev, w0 + u64::from(st.slots))?;
+            let pass = dev.stop_and_verify()?;
+            helper
+                .join()
+                .map_err(|_| "the helper thread panicked".to_string())??;
+            Ok::<Verify, String>(pass)
+        })?;
+        v.writes += r.writes;
+        v.lost += r.lost_writes;
+    }
+    Ok((region.n as u64, v))
 }
 
 /// Runs every driver and mode.

@@ -373,18 +373,25 @@ fn numa_toucher(thps: Thps, stop: Arc<AtomicBool>, c: Arc<Counts>) {
 
 /// What one context's streamer verified.
 #[derive(Default)]
-struct Passes {
-    count: AtomicU64,
-    writes: AtomicU64,
-    lost: AtomicU64,
-    error: std::sync::Mutex<String>,
+pub(crate) struct Passes {
+    pub(crate) count: AtomicU64,
+    pub(crate) writes: AtomicU64,
+    pub(crate) lost: AtomicU64,
+    pub(crate) error: std::sync::Mutex<String>,
 }
 
 /// Runs single-pass streams (`SECMMU_STREAM_ONCE`) back to back over a
 /// stream region, verifying each: every write the device makes is checked,
 /// not only the last one per slot, so a write lost mid-run cannot be
 /// hidden by a later write to the same slot.
-fn streamer(d: &Device, base: usize, n: usize, stop: &AtomicBool, p: &Passes, seed: u64) {
+pub(crate) fn streamer(
+    d: &Device,
+    base: usize,
+    n: usize,
+    stop: &AtomicBool,
+    p: &Passes,
+    seed: u64,
+) {
     let mut rng = Rng::new(seed);
     let fd = d.file.as_raw_fd();
     while !stop.load(Relaxed) {
