@@ -1779,14 +1779,33 @@ mod tests {
         );
     }
 
-    /// Draws addresses as offsets into the arena (absolute outside it).
+    /// Draws addresses as (area, offset) pairs (absolute outside the
+    /// arena): the areas are 2 MiB aligned, so where they lie in the arena
+    /// depends on where the arena was mapped.
     fn draws(seed: u64) -> Vec<(u64, bool, Target)> {
         let mut f = Fuzzer::new(seed, false).expect("the arena maps");
         let base = f.mem._arena.ptr as u64;
         let size = f.mem._arena.len as u64;
-        let rel = |a: u64| {
+        let m = &f.mem;
+        let areas = [
+            (m.plain, HOLE),
+            (m.thp, HPAGE),
+            (m.hole, HOLE),
+            (m.race, HPAGE),
+            (m.zero, HPAGE),
+            (m.zapped, HPAGE),
+            (m.shared, HPAGE),
+            (m.kid, HPAGE),
+        ]
+        .map(|(a, n)| (a as u64, n as u64));
+        let rel = move |a: u64| {
+            for (i, &(start, n)) in areas.iter().enumerate() {
+                if (start..start + n).contains(&a) {
+                    return (((i as u64) << 32) | (a - start), true);
+                }
+            }
             if (base..base + size).contains(&a) {
-                (a - base, true)
+                (u64::MAX, true)
             } else {
                 (a, false)
             }
@@ -1797,12 +1816,9 @@ mod tests {
             let len = 1 + f.rng.below(HOLE as u64);
             let (a, t) = f.address(len as usize, writer);
             let (a, inside) = rel(a);
-            if writer && inside {
-                let m = &f.mem;
-                for area in [m.zero, m.zapped, m.shared, m.kid] {
-                    let off = area as u64 - base;
-                    assert!(!(off..off + HPAGE as u64).contains(&a), "writer at {a:#x}");
-                }
+            // Writers never aim at zero, zapped, shared or kid (areas 4 to 7).
+            if writer && inside && a != u64::MAX {
+                assert!(!(4..8).contains(&(a >> 32)), "writer at {a:#x}");
             }
             v.push((a, inside, t));
             let (aim, text) = f.migrate_aim();
