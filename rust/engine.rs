@@ -153,6 +153,11 @@ impl DeviceMmu {
     /// this runs in the callback, under page-table locks.
     fn invalidate(&self, start: usize, end: usize) -> usize {
         let mut tlb = self.tlb.lock();
+        // Logged under the TLB lock, as fills are: the log's order of fills
+        // and invalidations is the order they took effect in.
+        self.shared
+            .events
+            .record(self.ctx, Kind::Invalidate, start as u64, end as u64, -1);
         let n = if end.wrapping_sub(start) >= FULL_RANGE {
             self.stats.inc(Stat::FULL_FLUSHES);
             tlb.flush()
@@ -188,9 +193,6 @@ impl DeviceMmu {
 impl SecondaryTlb for DeviceMmu {
     fn invalidate_secondary_tlbs(&self, start: usize, end: usize) {
         let t0 = now_ns();
-        self.shared
-            .events
-            .record(self.ctx, Kind::Invalidate, start as u64, end as u64, -1);
         self.invalidate(start, end);
         histogram::INVALIDATE.record(now_ns().saturating_sub(t0));
     }
@@ -403,11 +405,13 @@ impl Binding {
             return Err(EAGAIN);
         }
         let ins = tlb.insert(t, node);
-        drop(tlb);
-        self.stats().inc(Stat::TLB_FILLS);
+        // Under the TLB lock (lock order: TLB, then the event ring), so
+        // that an invalidation that drops this entry is logged after it.
         dev.shared
             .events
             .record(dev.ctx, Kind::Fill, t.va as u64, w.pfn.0 as u64, w.nid);
+        drop(tlb);
+        self.stats().inc(Stat::TLB_FILLS);
         if w.huge {
             self.stats().inc(Stat::HUGE_FILLS);
         }

@@ -444,8 +444,11 @@ fn run_numa_balancing(o: &Options) -> Row {
         let dev = Device::bind()?;
         debugfs::write_msg("events", "clear")?;
         let before = vmstat();
+        // Pinned first: the thread of the single passes, whose checks read
+        // the memory as the CPU, then runs on node 1's CPU too (from node
+        // 0 its reads would be NUMA hinting faults pulling the THPs back).
+        sys::pin_to_cpu(1).map_err(|e| format!("pin to CPU 1: {e}"))?;
         let (nodes, v) = with_single_passes(&dev, &region, || {
-            sys::pin_to_cpu(1).map_err(|e| format!("pin to CPU 1: {e}"))?;
             let deadline = Instant::now() + o.numa_timeout;
             let mut nodes = region.nodes()?;
             while Instant::now() < deadline && nodes.iter().any(|&n| n != 1) {
@@ -618,7 +621,9 @@ fn run_helper(o: &Options, unhardened: bool, inject: bool) -> Row {
     row
 }
 
-/// Moves the THP at `p` to the other node with the helper.
+/// Moves the THP at `p` to the other node with the helper. A device page
+/// walk holds a page reference for a moment, which setup reads as a pin
+/// (the documented `-EBUSY`): retried, 100 times at most.
 fn migrate_thp(p: *mut u8, unhardened: bool) -> Result<(), String> {
     let to = i32::from(sys::node_of(p).map_err(|e| e.to_string())? == 0);
     let line = format!(
@@ -627,7 +632,13 @@ fn migrate_thp(p: *mut u8, unhardened: bool) -> Result<(), String> {
         p as usize,
         if unhardened { " unhardened" } else { "" }
     );
-    debugfs::write("migrate_thp", &line).map_err(|e| format!("migrate_thp '{line}': {e}"))
+    let mut busy = 0;
+    loop {
+        match debugfs::write("migrate_thp", &line) {
+            Err(e) if e.raw_os_error() == Some(16) && busy < 100 => busy += 1,
+            r => return r.map_err(|e| format!("migrate_thp '{line}': {e}")),
+        }
+    }
 }
 
 /// How many `copy_end` events the log holds.
