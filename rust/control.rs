@@ -101,14 +101,25 @@ pub(crate) fn write_migrate(s: &Arc<Shared>, reader: &mut UserSliceReader) -> Re
 /// Reading `inject`: the settings, one `name=value` per line.
 pub(crate) fn show_inject(s: &Arc<Shared>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(f, "late_invalidate={}", s.late_invalidate_us())?;
-    writeln!(f, "corrupt_copy={}", u8::from(s.corrupt_copy()))
+    writeln!(f, "corrupt_copy={}", u8::from(s.corrupt_copy()))?;
+    writeln!(f, "skip_invalidate={}", u8::from(s.skip_invalidate()))
+}
+
+/// A `0` or `1` injection value.
+fn parse_bool(value: &str) -> Result<bool> {
+    match value {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        _ => Err(EINVAL),
+    }
 }
 
 /// Size of the object a `leak_object=1` write leaks.
 const LEAK_SIZE: usize = 96;
 
 /// Writing `inject`: `late_invalidate=<microseconds>` (0: off),
-/// `corrupt_copy=<0|1>`, or `leak_object=1`, which allocates one object and
+/// `corrupt_copy=<0|1>`, `skip_invalidate=<0|1>` (every device ignores the
+/// kernel's invalidations: the oracles' self-tests), or `leak_object=1`, which allocates one object and
 /// drops the only pointer to it: the self-test of the suite's kmemleak check.
 pub(crate) fn write_inject(s: &Arc<Shared>, reader: &mut UserSliceReader) -> Result {
     let mut buf = [0u8; MAX_LINE];
@@ -116,17 +127,14 @@ pub(crate) fn write_inject(s: &Arc<Shared>, reader: &mut UserSliceReader) -> Res
     let (name, value) = line.split_once('=').ok_or(EINVAL)?;
     match name {
         "late_invalidate" => s.set_late_invalidate_us(value.parse::<u64>().map_err(|_| EINVAL)?),
-        "corrupt_copy" => match value {
-            "0" => {
-                s.set_corrupt_copy(false);
-                Ok(())
-            }
-            "1" => {
-                s.set_corrupt_copy(true);
-                Ok(())
-            }
-            _ => Err(EINVAL),
-        },
+        "corrupt_copy" => {
+            s.set_corrupt_copy(parse_bool(value)?);
+            Ok(())
+        }
+        "skip_invalidate" => {
+            s.set_skip_invalidate(parse_bool(value)?);
+            Ok(())
+        }
         "leak_object" if value == "1" => {
             KBox::leak(KBox::new([0x5au8; LEAK_SIZE], GFP_KERNEL)?);
             pr_info!("inject: leaked one {LEAK_SIZE}-byte object for kmemleak to find\n");

@@ -36,7 +36,7 @@ use crate::{
     mmu_notifier::{Registration, SecondaryTlb},
     shared::{now_ns, Shared},
     stats::{Stat, Stats},
-    tlb::{self, Pfn, Tlb, Translation, PAGE_SIZE},
+    tlb::{self, PageId, Pfn, Tlb, Translation, PAGE_SIZE},
 };
 use core::ops::Range;
 use kernel::{
@@ -100,6 +100,39 @@ impl Drop for KmapLocal {
     }
 }
 
+/// A reference on the folio of a page a translation maps, taken only if
+/// the page still belongs to the folio it did at fill time
+/// (`secmmu_page_get()`); dropped with the guard.
+///
+/// # Invariants
+///
+/// `pfn`'s folio holds a reference this guard owns.
+struct FolioHold {
+    pfn: Pfn,
+}
+
+impl FolioHold {
+    /// References `pfn`'s folio if it is still the one `id` names; `None`
+    /// if it was freed or reused since.
+    fn get(pfn: Pfn, id: PageId) -> Option<Self> {
+        // SAFETY: `pfn` came from a walk of a present page, so its struct
+        // page exists (the memory map is never freed for present memory);
+        // `secmmu_page_get` touches only the struct page, takes a
+        // reference only on a live folio, and reads two words of `id`.
+        let ret = unsafe { b::secmmu_page_get(pfn.0, id.0.as_ptr()) };
+        // INVARIANT: 0 means the reference was taken.
+        (ret == 0).then_some(Self { pfn })
+    }
+}
+
+impl Drop for FolioHold {
+    fn drop(&mut self) {
+        // SAFETY: the reference is ours (type invariant); the page stays in
+        // its folio while it is referenced.
+        unsafe { b::secmmu_folio_put(self.pfn.0) };
+    }
+}
+
 /// The top of `mm`'s user address space: `TASK_SIZE` of its tasks.
 pub(crate) fn task_size(mm: &Mm) -> usize {
     // SAFETY: `mm` is a live `mm_struct` (the reference shows it is at
@@ -152,6 +185,12 @@ impl DeviceMmu {
     /// is past the user address space); returns how many. Frees nothing:
     /// this runs in the callback, under page-table locks.
     fn invalidate(&self, start: usize, end: usize) -> usize {
+        if self.shared.skip_invalidate() {
+            // The `skip_invalidate` injection: a device that ignores the
+            // kernel, for the oracles' self-tests. Counted, nothing dropped.
+            self.stats.inc(Stat::INVALIDATIONS);
+            return 0;
+        }
         let mut tlb = self.tlb.lock();
         // Logged under the TLB lock, as fills are: the log's order of fills
         // and invalidations is the order they took effect in.
@@ -232,6 +271,7 @@ struct Walked {
     pfn: Pfn,
     huge: bool,
     nid: i32,
+    id: PageId,
 }
 
 impl Binding {
@@ -343,7 +383,7 @@ impl Binding {
     /// the process exits meanwhile, `exit_mmap()` never runs in the engine.
     fn walk(&self, va: usize, dir: Dir) -> Result<Walked> {
         let mm = MmWithUser::into_mmput_async(self.mm.mmget_not_zero().ok_or(ESRCH)?);
-        let (mut pfn, mut huge, mut nid) = (0usize, false, 0i32);
+        let (mut pfn, mut huge, mut nid, mut id) = (0usize, false, 0i32, [0usize; 2]);
         let guard = mm.mmap_read_lock();
         // SAFETY: `mm` has a user reference and its mmap lock is held for
         // reading (`guard`), as `secmmu_walk` requires; the out-pointers
@@ -356,6 +396,7 @@ impl Binding {
                 (&raw mut pfn).cast(),
                 &raw mut huge,
                 &raw mut nid,
+                id.as_mut_ptr(),
             )
         };
         drop(guard);
@@ -367,6 +408,7 @@ impl Binding {
             pfn: Pfn(pfn),
             huge,
             nid,
+            id: PageId(id),
         })
     }
 
@@ -395,6 +437,7 @@ impl Binding {
             size,
             writable: dir == Dir::Write,
             stale_until: 0,
+            id: w.id,
         };
         let mut tlb = dev.tlb.lock();
         // INVARIANT (rule 2): an unchanged number under the lock means no
@@ -503,18 +546,31 @@ impl Binding {
         }
     }
 
-    /// Runs `f` on a kernel mapping of the page `pfn`, which the caller
-    /// holds a TLB entry for, under the TLB lock.
-    fn with_page<R>(pfn: Pfn, f: impl FnOnce(*mut u8) -> R) -> R {
-        // A live entry: by the notifier contract (module doc) the kernel
-        // must take the TLB lock the caller holds to drop it before it
-        // frees or moves the page. A stale entry (injection only) maps only
-        // the folio the helper holds isolated, locked and referenced until
-        // it has drained this TLB under the same lock (tlb.rs). Either way
-        // the page stays allocated while `f` runs.
-        // SAFETY: as just said; `f` runs under the TLB spinlock: no sleep.
+    /// Runs `f` on a kernel mapping of the page backing `va` in `t`, which
+    /// the caller looked up under the TLB lock it still holds.
+    ///
+    /// The freed-page oracle: the page must still belong to the folio it
+    /// belonged to at fill time, and is referenced while `f` runs. If the
+    /// kernel freed or reused it while this TLB still mapped it (a kernel
+    /// that invalidated too late, or not at all), the access is refused
+    /// with `-EIO`, counted in `freed_page_accesses` and logged as a
+    /// `freed_page_access` event: the device never touches a page it does
+    /// not hold.
+    fn with_page<R>(&self, t: &Translation, va: usize, f: impl FnOnce(*mut u8) -> R) -> Result<R> {
+        let pfn = t.pfn_of(va);
+        let Some(_folio) = FolioHold::get(pfn, t.id) else {
+            let dev = self.dev();
+            self.stats().inc(Stat::FREED_PAGE_ACCESSES);
+            dev.shared
+                .events
+                .record(dev.ctx, Kind::FreedPageAccess, va as u64, pfn.0 as u64, -1);
+            return Err(EIO);
+        };
+        // SAFETY: `_folio` holds a reference on the page's folio until the
+        // mapping is gone (locals drop in reverse order); the caller holds
+        // the TLB spinlock: no sleep.
         let page = unsafe { KmapLocal::new(pfn) };
-        f(page.as_ptr())
+        Ok(f(page.as_ptr()))
     }
 
     /// Device access to `[va, va + buf.len())`, split per translation and
@@ -528,7 +584,7 @@ impl Binding {
             let chunk = (PAGE_SIZE - cur % PAGE_SIZE).min(buf.len() - done);
             let part = buf.get_mut(done..done + chunk).ok_or(EINVAL)?;
             self.with_translation(cur, dir, cancel, |t| {
-                Self::with_page(t.pfn_of(cur), |page| {
+                self.with_page(t, cur, |page| {
                     let off = cur % PAGE_SIZE;
                     // Userspace may access the same memory concurrently, as
                     // it may while a real device DMAs into it; bytes are
@@ -548,7 +604,7 @@ impl Binding {
                         }
                     }
                 })
-            })?;
+            })??;
             done += chunk;
         }
         let s = if dir == Dir::Write {
@@ -573,7 +629,7 @@ impl Binding {
             let cur = va.checked_add(done).ok_or(EFAULT)?;
             let chunk = (PAGE_SIZE - cur % PAGE_SIZE).min(len - done);
             self.with_translation(cur, Dir::Write, cancel, |t| {
-                Self::with_page(t.pfn_of(cur), |page| {
+                self.with_page(t, cur, |page| {
                     // Userspace may access the same memory concurrently, as
                     // in `access`; the words are plain data.
                     // SAFETY: `cur % PAGE_SIZE + chunk <= PAGE_SIZE` and
@@ -586,7 +642,7 @@ impl Binding {
                         }
                     }
                 })
-            })?;
+            })??;
             done += chunk;
         }
         self.stats().inc(Stat::DEVICE_WRITES);
@@ -601,14 +657,14 @@ impl Binding {
         }
         self.with_translation(va, Dir::Write, cancel, |t| {
             let pfn = t.pfn_of(va);
-            Self::with_page(pfn, |page| {
+            self.with_page(t, va, |page| {
                 // One volatile store: one device write, as a device's is.
                 // SAFETY: `va` is 8-byte aligned, so the word is aligned
                 // and `va % PAGE_SIZE + 8 <= PAGE_SIZE`: in the page.
                 unsafe { core::ptr::write_volatile(page.add(va % PAGE_SIZE).cast::<u64>(), value) };
-            });
-            // SAFETY: `pfn` is a valid, mapped PFN (see `with_page`).
-            unsafe { b::secmmu_pfn_to_nid(pfn.0) }
-        })
+                // SAFETY: `pfn` is a valid PFN: its folio is referenced.
+                unsafe { b::secmmu_pfn_to_nid(pfn.0) }
+            })
+        })?
     }
 }

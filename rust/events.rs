@@ -40,6 +40,9 @@ pub(crate) enum Kind {
     MigrateAbort,
     /// A device TLB fill: `a` VA, `b` PFN, `node` its node.
     Fill,
+    /// A device access refused because the translation's page was freed or
+    /// reused since the fill (the freed-page oracle); `a` VA, `b` PFN.
+    FreedPageAccess,
 }
 
 impl Kind {
@@ -55,6 +58,7 @@ impl Kind {
             Kind::MigrateDone => "migrate_done",
             Kind::MigrateAbort => "migrate_abort",
             Kind::Fill => "fill",
+            Kind::FreedPageAccess => "freed_page_access",
         }
     }
 }

@@ -46,15 +46,25 @@ static bool pmd_huge_pfn(struct mm_struct *mm, unsigned long addr,
 	return true;
 }
 
+/* What a folio's mapping word says of its kind: anonymous (KSM included)
+ * keeps only the FOLIO_MAPPING_ANON bit, a file folio its address_space. */
+static unsigned long mapping_kind(struct folio *folio)
+{
+	unsigned long m = (unsigned long)READ_ONCE(folio->mapping);
+
+	return m & FOLIO_MAPPING_ANON ? FOLIO_MAPPING_ANON : m;
+}
+
 /*
  * The device's page walk: fault @addr in for @mm as a device would (ATS
- * translation request / page request), report its PFN and whether a huge
- * PMD maps it, and drop the page reference before returning: the device
- * keeps none, so only the mmu_notifier keeps its TLB correct. The caller
- * holds mmap_read_lock(@mm) and an mm_users reference.
+ * translation request / page request), report its PFN, whether a huge PMD
+ * maps it and the identity of its folio (@id: the folio and the kind of its
+ * mapping, for secmmu_page_get()), and drop the page reference before
+ * returning: the device keeps none, so only the mmu_notifier keeps its TLB
+ * correct. The caller holds mmap_read_lock(@mm) and an mm_users reference.
  */
 int secmmu_walk(struct mm_struct *mm, unsigned long addr, bool write,
-		unsigned long *pfn, bool *huge, int *nid)
+		unsigned long *pfn, bool *huge, int *nid, unsigned long *id)
 {
 	struct page *page;
 	unsigned long hpfn;
@@ -68,6 +78,8 @@ int secmmu_walk(struct mm_struct *mm, unsigned long addr, bool write,
 		return -EFAULT;
 	*pfn = page_to_pfn(page);
 	*nid = page_to_nid(page);
+	id[0] = (unsigned long)page_folio(page);
+	id[1] = mapping_kind(page_folio(page));
 	*huge = false;
 	if (pmd_huge_pfn(mm, addr, &hpfn) &&
 	    hpfn + ((addr & ~HPAGE_PMD_MASK) >> PAGE_SHIFT) == *pfn) {
@@ -75,6 +87,34 @@ int secmmu_walk(struct mm_struct *mm, unsigned long addr, bool write,
 		*pfn = hpfn;
 	}
 	put_page(page);
+	return 0;
+}
+
+/*
+ * The freed-page oracle's check before a device access to @pfn through a
+ * translation filled with identity @id (secmmu_walk()): takes a reference
+ * on the folio (drop it with secmmu_folio_put()) and returns 0 if the page
+ * still belongs to that folio, of the same kind (anonymous, or the same
+ * file). -ENOENT: the folio was freed (reference count 0); -ESTALE: the
+ * page was reused (another folio, a slab page, another mapping). Neither
+ * touches the page. The reference keeps the page from being freed while
+ * the device accesses it, whatever the kernel does meanwhile; a folio
+ * freed and reallocated as one of the same kind at the same struct page is
+ * not recognised (reference counts carry no generation).
+ */
+int secmmu_page_get(unsigned long pfn, const unsigned long *id)
+{
+	struct page *page = pfn_to_page(pfn);
+	struct folio *folio = page_folio(page);
+
+	if (!folio_try_get(folio))
+		return -ENOENT;
+	if (page_folio(page) != folio || (unsigned long)folio != id[0] ||
+	    folio_test_slab(folio) || folio_test_pgtable(folio) ||
+	    mapping_kind(folio) != id[1]) {
+		folio_put(folio);
+		return -ESTALE;
+	}
 	return 0;
 }
 

@@ -41,6 +41,9 @@ pub(crate) struct Shared {
     bound: Mutex<KVec<Arc<Binding>>>,
     late_invalidate_us: Atomic<u64>,
     corrupt_copy: Atomic<bool>,
+    /// The `skip_invalidate` injection: every context ignores the kernel's
+    /// invalidations (the oracles' self-tests).
+    skip_invalidate: Atomic<bool>,
     /// Serialises helper runs and keeps the last result.
     #[pin]
     pub(crate) helper: Mutex<LastResult>,
@@ -66,6 +69,7 @@ impl Shared {
                 bound <- new_mutex!(KVec::new()),
                 late_invalidate_us: Atomic::new(0),
                 corrupt_copy: Atomic::new(false),
+                skip_invalidate: Atomic::new(false),
                 helper <- new_mutex!(LastResult::default()),
                 bench <- new_mutex!(LastBench::default()),
             }),
@@ -126,5 +130,16 @@ impl Shared {
     /// Sets the `corrupt_copy` injection.
     pub(crate) fn set_corrupt_copy(&self, on: bool) {
         self.corrupt_copy.store(on, Relaxed);
+    }
+
+    /// Whether devices ignore the kernel's invalidations
+    /// (`skip_invalidate` injection).
+    pub(crate) fn skip_invalidate(&self) -> bool {
+        self.skip_invalidate.load(Relaxed)
+    }
+
+    /// Sets the `skip_invalidate` injection.
+    pub(crate) fn set_skip_invalidate(&self, on: bool) {
+        self.skip_invalidate.store(on, Relaxed);
     }
 }

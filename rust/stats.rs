@@ -37,6 +37,7 @@ const NAMES: [&str; NR_STATS] = [
     "thp_migration_failures",
     "late_invalidations_caught",
     "thp_verify_failures",
+    "freed_page_accesses",
 ];
 
 /// A counter's index in `enum secmmu_stat`.
@@ -76,6 +77,7 @@ stat_consts! {
     THP_MIGRATION_FAILURES => secmmu_stat_SECMMU_STAT_THP_MIGRATION_FAILURES,
     LATE_INVALIDATIONS_CAUGHT => secmmu_stat_SECMMU_STAT_LATE_INVALIDATIONS_CAUGHT,
     THP_VERIFY_FAILURES => secmmu_stat_SECMMU_STAT_THP_VERIFY_FAILURES,
+    FREED_PAGE_ACCESSES => secmmu_stat_SECMMU_STAT_FREED_PAGE_ACCESSES,
 }
 
 /// A set of counters.

@@ -48,6 +48,12 @@ pub(crate) const MAX_CAPACITY: usize = 65536;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Pfn(pub(crate) usize);
 
+/// Who a translation's page belonged to when the device filled it: its
+/// folio and the kind of its mapping (`secmmu_walk()`), for the freed-page
+/// oracle (`secmmu_page_get()`). An identity, never dereferenced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PageId(pub(crate) [usize; 2]);
+
 /// One cached translation.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Translation {
@@ -63,6 +69,8 @@ pub(crate) struct Translation {
     /// and only `late_invalidate` injection keeps it, until this time
     /// (`ktime_get()` ns).
     pub(crate) stale_until: u64,
+    /// The folio the page belonged to at fill time.
+    pub(crate) id: PageId,
 }
 
 impl Translation {

@@ -94,6 +94,29 @@ add_counts "VM selftests (KTAP + dmesg scan)" "$SECMMU_TOP/build/vm/selftests/co
 grep -E '^(not ok|ok) ' "$SECMMU_TOP/build/vm/selftests/output.log" | sed 's/^/    /'
 grep -E '^#.*(FAIL|fail)' "$SECMMU_TOP/build/vm/selftests/output.log" | head -n 20 | sed 's/^/    /'
 
+# Kernel mutants: the test kernel with real historical secondary-TLB bugs
+# put back, each behind its own knob (kernel/mutants/). One boot: the whole
+# suite with every knob off (the control), then each mutant alone against
+# the path cases that must kill it. Skipped with KDIR= (only the user's
+# kernel) or SECMMU_CHECK_MUTANTS=0, and then listed as not run.
+if [ "${SECMMU_CHECK_MUTANTS:-1}" = 1 ] && [ -z "${KDIR:-}" ] && [ "$flavour" = test ]; then
+	echo "== kernel mutants (control: the whole suite, every knob off; then each mutant)"
+	if mkb=$("$SECMMU_TOP/scripts/build-mutant-kernel.sh" 2>"$results/mutant-kernel.log"); then
+		echo "mutant kernel: $mkb"
+		SECMMU_KBUILD=$mkb SECMMU_QUIET=1 "$SECMMU_TOP/scripts/vm-run.sh" \
+			--out "$SECMMU_TOP/build/vm/mutants" -- "$(suite_cmd $min | sed 's,selftests/run_vm_tests.sh$,selftests/run_mutants.sh,')"
+		add_counts "kernel mutants: control suite and kill runs (KTAP + dmesg scan)" \
+			"$SECMMU_TOP/build/vm/mutants/counts"
+		grep -E '^not ok ' "$SECMMU_TOP/build/vm/mutants/output.log" | sed 's/^/    /'
+		sed -n '/^# kill table/,/^# end of kill table/p' "$SECMMU_TOP/build/vm/mutants/output.log" | sed 's/^# \{0,1\}/    /'
+	else
+		tail -n 20 "$results/mutant-kernel.log"
+		record "build the mutant kernel" 1
+	fi
+else
+	echo "== kernel mutants: not run (KDIR= or SECMMU_CHECK_MUTANTS=0)"
+fi
+
 echo "== the runner judges failures (these VM runs must fail)"
 # runner_must_fail NAME SCRIPT WHY_REGEX: the runner's verdict must be
 # failure, for the reason given.

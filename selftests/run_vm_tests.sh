@@ -12,11 +12,28 @@ echo 0 >/proc/sys/kernel/numa_balancing
 # boot left, judge only what the tests leave.
 leaks=/sys/kernel/debug/kmemleak
 [ -w "$leaks" ] && echo clear >"$leaks"
-for t in "$bin"/c/* "$bin"/rust/*; do
-	[ -x "$t" ] || continue
+# Every selftest the tree has must have been built: a missing binary fails
+# the run (it is not skipped). The path matrix runs through `secmmu paths`,
+# which also prints the path x oracle matrix.
+expect() {
+	for f in "$top"/selftests/c/*.c; do echo "c/$(basename "$f" .c)"; done
+	sed -n 's/^name = "\(.*_test\)"/rust\/\1/p' "$top/selftests/rust/Cargo.toml"
+}
+for t in $(expect); do
+	if [ ! -x "$bin/$t" ]; then
+		echo "# selftest: $t"
+		echo "TAP version 13"
+		echo "1..1"
+		echo "not ok 1 $(basename "$t") # the binary $bin/$t is missing"
+		rc=1
+		continue
+	fi
+	[ "$t" = c/paths_test ] && continue
 	echo "# selftest: $(basename "$t")"
-	"$t" || rc=1
+	"$bin/$t" || rc=1
 done
+echo "# selftest: secmmu paths"
+"$top/build/bin/secmmu" paths --ktap --bin "$bin/c/paths_test" || rc=1
 # The seed scenario, bounded: every migration driver against a stream.
 echo "# selftest: secmmu scenario"
 "$top/build/bin/secmmu" scenario --ktap || rc=1

@@ -19,7 +19,7 @@
 #include <linux/types.h>
 
 /* Version of this ABI; /sys/kernel/debug/secmmu/version reports it too. */
-#define SECMMU_ABI_VERSION 3
+#define SECMMU_ABI_VERSION 4
 
 #define SECMMU_IOC_MAGIC 0xB7
 
@@ -106,6 +106,13 @@ enum secmmu_stat {
 	SECMMU_STAT_THP_MIGRATION_FAILURES,
 	SECMMU_STAT_LATE_INVALIDATIONS_CAUGHT,
 	SECMMU_STAT_THP_VERIFY_FAILURES,
+	/*
+	 * Device accesses refused because the translation's page had been
+	 * freed (reference count 0) or reused (another folio, a slab page)
+	 * since the fill: the kernel freed a page a secondary TLB still
+	 * mapped. Any non-zero value is a kernel bug (or skip_invalidate).
+	 */
+	SECMMU_STAT_FREED_PAGE_ACCESSES,
 	SECMMU_NR_STATS,
 };
 

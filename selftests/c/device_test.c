@@ -28,7 +28,7 @@ _Static_assert(SECMMU_IOCTL_WRITE == 0x4028b703, "WRITE");
 _Static_assert(SECMMU_IOCTL_READ == 0x4028b704, "READ");
 _Static_assert(SECMMU_IOCTL_STREAM_START == 0x4018b705, "STREAM_START");
 _Static_assert(SECMMU_IOCTL_STREAM_VERIFY == 0x8020b707, "STREAM_VERIFY");
-_Static_assert(SECMMU_IOCTL_GET_STATS == 0x80b8b709, "GET_STATS");
+_Static_assert(SECMMU_IOCTL_GET_STATS == 0x80c0b709, "GET_STATS");
 
 FIXTURE(dev) {
 	int balancing;

@@ -85,6 +85,8 @@ static const struct text_case text_cases[] = {
 	T("inject", "corrupt_copy=", -EINVAL), T("inject", "corrupt_copy=2", -EINVAL),
 	T("inject", "corrupt_copy=-1", -EINVAL), T("inject", "corrupt_copy=yes", -EINVAL),
 	T("inject", "corrupt_copy=01", -EINVAL), T("inject", "corrupt_copy", -EINVAL),
+	T("inject", "skip_invalidate=", -EINVAL), T("inject", "skip_invalidate=2", -EINVAL),
+	T("inject", "skip_invalidate=yes", -EINVAL), T("inject", "skip_invalidate", -EINVAL),
 	T("inject", "=5", -EINVAL), T("inject", "==", -EINVAL), T("inject", "=", -EINVAL),
 	T("inject", "leak_object=0", -EINVAL), T("inject", "leak_object=2", -EINVAL),
 	T("inject", "leak_object=", -EINVAL), T("inject", "leak_object", -EINVAL),
@@ -93,6 +95,7 @@ static const struct text_case text_cases[] = {
 	TL("inject", "late_invalidate=5\0", 18, -EINVAL), TL("inject", "\x80", 1, -EINVAL),
 	T("inject", "late_invalidate=0\n", 0), T("inject", "late_invalidate=1000000", 0),
 	T("inject", "late_invalidate=0", 0), T("inject", "corrupt_copy=0\n", 0),
+	T("inject", "skip_invalidate=0\n", 0),
 	/* events */
 	T("events", "clr", -EINVAL), T("events", "clear\n\n", -EINVAL),
 	T("events", "clear ", -EINVAL), T("events", " clear", -EINVAL),

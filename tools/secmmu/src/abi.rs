@@ -10,7 +10,7 @@
 use std::mem::size_of;
 
 pub const MAGIC: u64 = 0xB7;
-pub const NR_STATS: usize = 21;
+pub const NR_STATS: usize = 22;
 /// `SECMMU_STREAM_ONCE`: one pass over the slots, then the stream stops.
 pub const STREAM_ONCE: u32 = 1;
 pub const STAT_INVALIDATIONS: usize = 2;
@@ -111,6 +111,6 @@ mod tests {
         assert_eq!(READ, 0x4028_b704);
         assert_eq!(STREAM_START, 0x4018_b705);
         assert_eq!(STREAM_VERIFY, 0x8020_b707);
-        assert_eq!(GET_STATS, 0x80b8_b709);
+        assert_eq!(GET_STATS, 0x80c0_b709);
     }
 }

@@ -32,6 +32,7 @@ pub enum Kind {
     MigrateDone,
     MigrateAbort,
     Fill,
+    FreedPageAccess,
 }
 
 impl Kind {
@@ -47,6 +48,7 @@ impl Kind {
             "migrate_done" => Kind::MigrateDone,
             "migrate_abort" => Kind::MigrateAbort,
             "fill" => Kind::Fill,
+            "freed_page_access" => Kind::FreedPageAccess,
             _ => return None,
         })
     }

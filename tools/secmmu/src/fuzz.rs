@@ -1453,7 +1453,8 @@ impl Fuzzer {
 /// Whether `text` is a line the `inject` file accepts: `late_invalidate=N`
 /// (N <= 1000000) or `corrupt_copy=0|1`, with at most one trailing newline,
 /// 64 bytes at most. (`leak_object=1` leaks by design, for the kmemleak
-/// check's self-test; the fuzzer never writes it.)
+/// check's self-test, and `skip_invalidate=1` makes every device ignore the
+/// kernel, for the oracles' self-tests: the fuzzer never writes either.)
 fn inject_ok(text: &str) -> bool {
     if text.is_empty() || text.len() > 64 {
         return false;

@@ -3,13 +3,14 @@
 //! Userspace side of the secmmu test device: the ABI of
 //! `include/uapi/secmmu.h`, readers for `/sys/kernel/debug/secmmu/`, the
 //! event-log parser and timeline renderer, the seed scenario, the bounded
-//! stress run, the fuzzer and the benchmarks.
+//! stress run, the fuzzer, the benchmarks and the path matrix.
 
 pub mod abi;
 pub mod bench;
 pub mod debugfs;
 pub mod events;
 pub mod fuzz;
+pub mod paths;
 pub mod rng;
 pub mod scenario;
 pub mod stress;

@@ -11,9 +11,10 @@
 //! secmmu stress [--ktap] [--seconds N] [--contexts N] [--thps N] [--seed N] [--min-migrations N] [--inject]
 //! secmmu fuzz [--ktap] [--seed N] [--ops N] [--seconds N] [--break-model]
 //! secmmu bench [--thps N] [--rounds N] [--loops N] [--json FILE]
+//! secmmu paths [--ktap] [--log FILE] [--bin PATH] [CASE...]
 //! ```
 
-use secmmu::{bench, debugfs, events, fuzz, rng, scenario, stress, timeline};
+use secmmu::{bench, debugfs, events, fuzz, paths, rng, scenario, stress, timeline};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: secmmu stats [CTX] | events | timeline [FILE] [--nth N] | \
@@ -21,7 +22,8 @@ migrate PID ADDR NODE [unhardened] | scenario [--ktap] [--timelines] [--thps N] 
 stress [--ktap] [--seconds N] [--contexts N] [--thps N] [--seed N] [--min-migrations N] \
 [--inject] | \
 fuzz [--ktap] [--seed N] [--ops N] [--seconds N] [--break-model] | \
-bench [--thps N] [--rounds N] [--loops N] [--json FILE]";
+bench [--thps N] [--rounds N] [--loops N] [--json FILE] | \
+paths [--ktap] [--log FILE] [--bin PATH] [CASE...]";
 
 fn num(args: &[String], flag: &str, default: usize) -> Result<usize, String> {
     match args.iter().position(|a| a == flag) {
@@ -238,6 +240,89 @@ fn bench_cmd(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// The value of `flag`, if given.
+fn opt<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    let i = args.iter().position(|a| a == flag)?;
+    args.get(i + 1).map(String::as_str)
+}
+
+/// Runs `bin` with `-t CASE` for each case named (all cases if none),
+/// echoing its output; returns the output and whether it exited 0.
+fn run_paths_test(bin: &str, cases: &[&str]) -> Result<(String, bool), String> {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(bin);
+    for c in cases {
+        cmd.arg("-t").arg(c);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{bin}: {e} (the paths selftest is not built?)"))?;
+    let mut out = String::new();
+    if let Some(so) = child.stdout.take() {
+        for line in BufReader::new(so).lines() {
+            let line = line.map_err(|e| format!("{bin}: {e}"))?;
+            println!("{line}");
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    let st = child.wait().map_err(|e| format!("{bin}: {e}"))?;
+    Ok((out, st.success()))
+}
+
+/// `secmmu paths`: runs the path cases (or reads a log of them) and prints
+/// the path x oracle matrix. Fails on a violation, a failed case, or fewer
+/// results than the harness planned (a case that never reported).
+fn paths_cmd(args: &[String]) -> Result<bool, String> {
+    let ktap = args.iter().any(|a| a == "--ktap");
+    let (text, exit_ok) = match opt(args, "--log") {
+        Some(f) => (
+            std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?,
+            true,
+        ),
+        None => {
+            let bin = match opt(args, "--bin") {
+                Some(b) => b.to_string(),
+                None => {
+                    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+                    let top = exe
+                        .parent()
+                        .and_then(|d| d.parent())
+                        .ok_or("no build dir")?;
+                    top.join("selftests/c/paths_test").display().to_string()
+                }
+            };
+            let skip = ["--ktap", "--log", "--bin"];
+            let mut cases = Vec::new();
+            let mut it = args.iter();
+            while let Some(a) = it.next() {
+                if a == "--bin" || a == "--log" {
+                    it.next();
+                } else if !skip.contains(&a.as_str()) {
+                    cases.push(a.as_str());
+                }
+            }
+            run_paths_test(&bin, &cases)?
+        }
+    };
+    let m = paths::Matrix::parse(&text)?;
+    let p = paths::plan(&text);
+    let prefix = if ktap { "# " } else { "" };
+    for l in m.render().lines() {
+        println!("{prefix}{l}");
+    }
+    let complete = p.planned > 0 && p.results == p.planned;
+    if !complete {
+        println!(
+            "{prefix}paths: {} of {} planned cases reported a result",
+            p.results, p.planned
+        );
+    }
+    Ok(exit_ok && complete && p.failed == 0 && m.violations() == 0)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest = args.get(1..).unwrap_or(&[]);
@@ -272,6 +357,11 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Some("bench") => bench_cmd(rest),
+        Some("paths") => match paths_cmd(rest) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Some("fuzz") => match fuzz_cmd(rest) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,

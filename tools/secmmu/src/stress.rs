@@ -39,8 +39,9 @@ pub const INVARIANTS: &[&str] = &[
     "every miss was filled, retried or faulted \
      (tlb_fills + fill_retries <= tlb_misses <= tlb_fills + fill_retries + device_faults)",
     "the TLB never exceeds its capacity (tlb_entries <= tlb_capacity)",
-    "no stale access and no helper verification failure without injection \
-     (stale_accesses, thp_verify_failures, late_invalidations_caught unchanged)",
+    "no stale access, no access through a freed page and no helper verification failure \
+     without injection (stale_accesses, thp_verify_failures, late_invalidations_caught, \
+     freed_page_accesses unchanged)",
     "the helper's own count matches its results \
      (thp_migrations and thp_migration_failures deltas == results seen)",
     "every binding ended (binds == unbinds, module reference count back to 0)",
@@ -696,6 +697,7 @@ pub fn run(o: &Options) -> Result<Report, String> {
         "stale_accesses",
         "thp_verify_failures",
         "late_invalidations_caught",
+        "freed_page_accesses",
     ]
     .iter()
     .filter(|k| delta(&g0, &g1, k) != 0)

@@ -87,7 +87,7 @@ pub fn render(events: &[Event], m: &Migration) -> String {
         .skip(first)
     {
         let relevant = match e.kind {
-            Kind::Fill | Kind::StaleAccess => e.a >= start && e.a < end,
+            Kind::Fill | Kind::StaleAccess | Kind::FreedPageAccess => e.a >= start && e.a < end,
             Kind::Invalidate => e.a < end && e.b > start,
             // The helper's own steps: only this migration's.
             _ => i >= m.unmap && i <= last,
@@ -185,6 +185,15 @@ pub fn render(events: &[Event], m: &Migration) -> String {
                 &mut out,
                 0,
                 &format!("{cpu}migration aborted ({})", e.a as i64),
+            ),
+            Kind::FreedPageAccess => row(
+                &mut out,
+                2,
+                &format!(
+                    "{cpu}access {} refused: pfn {:#x}\nwas freed or reused",
+                    short(e.a),
+                    e.b
+                ),
             ),
         }
     }
