@@ -118,7 +118,8 @@ impl FolioHold {
         // SAFETY: `pfn` came from a walk of a present page, so its struct
         // page exists (the memory map is never freed for present memory);
         // `secmmu_page_get` touches only the struct page, takes a
-        // reference only on a live folio, and reads two words of `id`.
+        // reference only on a live folio, and reads the three words of
+        // `id`.
         let ret = unsafe { b::secmmu_page_get(pfn.0, id.0.as_ptr()) };
         // INVARIANT: 0 means the reference was taken.
         (ret == 0).then_some(Self { pfn })
@@ -383,7 +384,7 @@ impl Binding {
     /// the process exits meanwhile, `exit_mmap()` never runs in the engine.
     fn walk(&self, va: usize, dir: Dir) -> Result<Walked> {
         let mm = MmWithUser::into_mmput_async(self.mm.mmget_not_zero().ok_or(ESRCH)?);
-        let (mut pfn, mut huge, mut nid, mut id) = (0usize, false, 0i32, [0usize; 2]);
+        let (mut pfn, mut huge, mut nid, mut id) = (0usize, false, 0i32, [0usize; 3]);
         let guard = mm.mmap_read_lock();
         // SAFETY: `mm` has a user reference and its mmap lock is held for
         // reading (`guard`), as `secmmu_walk` requires; the out-pointers

@@ -58,8 +58,8 @@ static unsigned long mapping_kind(struct folio *folio)
 /*
  * The device's page walk: fault @addr in for @mm as a device would (ATS
  * translation request / page request), report its PFN, whether a huge PMD
- * maps it and the identity of its folio (@id: the folio and the kind of its
- * mapping, for secmmu_page_get()), and drop the page reference before
+ * maps it and the identity of its folio (@id: the folio, the kind of its
+ * mapping and its index, for secmmu_page_get()), and drop the page reference before
  * returning: the device keeps none, so only the mmu_notifier keeps its TLB
  * correct. The caller holds mmap_read_lock(@mm) and an mm_users reference.
  */
@@ -80,6 +80,7 @@ int secmmu_walk(struct mm_struct *mm, unsigned long addr, bool write,
 	*nid = page_to_nid(page);
 	id[0] = (unsigned long)page_folio(page);
 	id[1] = mapping_kind(page_folio(page));
+	id[2] = READ_ONCE(page_folio(page)->index);
 	*huge = false;
 	if (pmd_huge_pfn(mm, addr, &hpfn) &&
 	    hpfn + ((addr & ~HPAGE_PMD_MASK) >> PAGE_SHIFT) == *pfn) {
@@ -95,11 +96,15 @@ int secmmu_walk(struct mm_struct *mm, unsigned long addr, bool write,
  * translation filled with identity @id (secmmu_walk()): takes a reference
  * on the folio (drop it with secmmu_folio_put()) and returns 0 if the page
  * still belongs to that folio, of the same kind (anonymous, or the same
- * file). -ENOENT: the folio was freed (reference count 0); -ESTALE: the
- * page was reused (another folio, a slab page, another mapping). Neither
- * touches the page. The reference keeps the page from being freed while
- * the device accesses it, whatever the kernel does meanwhile; a folio
- * freed and reallocated as one of the same kind at the same struct page is
+ * file) and at the same index. -ENOENT: the folio was freed (reference
+ * count 0); -ESTALE: the page was reused (another folio, a slab or page
+ * table page, another mapping or index). Neither touches the page. The
+ * reference keeps the page from being freed while the device accesses it,
+ * whatever the kernel does meanwhile. An anonymous folio's anon_vma may
+ * legitimately change under a live translation (a copy-on-write reuse
+ * moves it), so only the anonymous bit is compared, with the index, which
+ * is the folio's linear page index in its VMA: a folio freed and
+ * reallocated as an anonymous folio at the same struct page and index is
  * not recognised (reference counts carry no generation).
  */
 int secmmu_page_get(unsigned long pfn, const unsigned long *id)
@@ -111,7 +116,7 @@ int secmmu_page_get(unsigned long pfn, const unsigned long *id)
 		return -ENOENT;
 	if (page_folio(page) != folio || (unsigned long)folio != id[0] ||
 	    folio_test_slab(folio) || folio_test_pgtable(folio) ||
-	    mapping_kind(folio) != id[1]) {
+	    mapping_kind(folio) != id[1] || READ_ONCE(folio->index) != id[2]) {
 		folio_put(folio);
 		return -ESTALE;
 	}

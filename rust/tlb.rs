@@ -49,10 +49,11 @@ pub(crate) const MAX_CAPACITY: usize = 65536;
 pub(crate) struct Pfn(pub(crate) usize);
 
 /// Who a translation's page belonged to when the device filled it: its
-/// folio and the kind of its mapping (`secmmu_walk()`), for the freed-page
-/// oracle (`secmmu_page_get()`). An identity, never dereferenced.
+/// folio, the kind of its mapping and its index (`secmmu_walk()`), for the
+/// freed-page oracle (`secmmu_page_get()`). An identity, never
+/// dereferenced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct PageId(pub(crate) [usize; 2]);
+pub(crate) struct PageId(pub(crate) [usize; 3]);
 
 /// One cached translation.
 #[derive(Clone, Copy, Debug)]
