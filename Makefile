@@ -11,6 +11,8 @@
 #   make bench         benchmarks in one VM boot, ratios (build/bench/bench.json)
 #   make fuzz          seeded fuzzer in the VM (FUZZ_SEED=random, FUZZ_OPS=20000,
 #                      FUZZ_SECONDS=600)
+#   make mutants       the mutant kernel (kernel/mutants/): is every mutant killed
+#                      by its kill tests? (MUTANTS="name ..." for a subset)
 #
 # KDIR=/path/to/kernel/build uses your own Rust-enabled kernel tree and host
 # toolchain instead of the provisioned ones (see Documentation/usage.rst).
@@ -26,7 +28,7 @@ FUZZ_OPS ?= 20000
 FUZZ_SECONDS ?= 600
 
 .PHONY: all rootfs kernel module clippy rustfmtcheck rustfmt selftests check \
-	demo vm-run shell stress fuzz bench clean
+	demo vm-run shell stress fuzz bench mutants clean
 
 all: module
 
@@ -75,6 +77,10 @@ bench: module selftests
 	@mkdir -p build/bench
 	@SECMMU_KBUILD=$$($(S)/kdir.sh $${SECMMU_FLAVOUR:-test}) $(S)/vm-run.sh --out build/vm/bench -- \
 		build/bin/secmmu bench --json build/bench/bench.json
+
+mutants: module selftests
+	@kb=$$($(S)/build-mutant-kernel.sh) && \
+		SECMMU_KBUILD=$$kb $(S)/vm-run.sh --out build/vm/mutants -- selftests/run_mutants.sh $(MUTANTS)
 
 shell:
 	@$(S)/build-module.sh modules >/dev/null

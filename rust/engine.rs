@@ -102,13 +102,13 @@ impl Drop for KmapLocal {
 
 /// A reference on the folio of a page a translation maps, taken only if
 /// the page still belongs to the folio it did at fill time
-/// (`secmmu_page_get()`); dropped with the guard.
+/// (`secmmu_page_get()`); dropped with the guard, on that same folio.
 ///
 /// # Invariants
 ///
-/// `pfn`'s folio holds a reference this guard owns.
+/// `folio` is a folio this guard holds a reference on.
 struct FolioHold {
-    pfn: Pfn,
+    folio: *mut kernel::bindings::folio,
 }
 
 impl FolioHold {
@@ -120,17 +120,24 @@ impl FolioHold {
         // `secmmu_page_get` touches only the struct page, takes a
         // reference only on a live folio, and reads the three words of
         // `id`.
-        let ret = unsafe { b::secmmu_page_get(pfn.0, id.0.as_ptr()) };
-        // INVARIANT: 0 means the reference was taken.
-        (ret == 0).then_some(Self { pfn })
+        let folio = unsafe { b::secmmu_page_get(pfn.0, id.0.as_ptr()) };
+        // An error pointer or NULL: no reference was taken.
+        if folio.is_null() || (folio as usize) >= MAX_ERRNO_PTR {
+            return None;
+        }
+        // INVARIANT: a folio pointer comes back referenced.
+        Some(Self { folio })
     }
 }
 
+/// Error pointers (`ERR_PTR(-errno)`) are the top 4095 addresses.
+const MAX_ERRNO_PTR: usize = usize::MAX - 4094;
+
 impl Drop for FolioHold {
     fn drop(&mut self) {
-        // SAFETY: the reference is ours (type invariant); the page stays in
-        // its folio while it is referenced.
-        unsafe { b::secmmu_folio_put(self.pfn.0) };
+        // SAFETY: the reference on `folio` is ours (type invariant) and is
+        // given back exactly once.
+        unsafe { b::secmmu_page_put(self.folio) };
     }
 }
 

@@ -94,10 +94,10 @@ int secmmu_walk(struct mm_struct *mm, unsigned long addr, bool write,
 /*
  * The freed-page oracle's check before a device access to @pfn through a
  * translation filled with identity @id (secmmu_walk()): takes a reference
- * on the folio (drop it with secmmu_folio_put()) and returns 0 if the page
+ * on the folio and returns it (drop it with secmmu_page_put()) if the page
  * still belongs to that folio, of the same kind (anonymous, or the same
- * file) and at the same index. -ENOENT: the folio was freed (reference
- * count 0); -ESTALE: the page was reused (another folio, a slab or page
+ * file) and at the same index. ERR_PTR(-ENOENT): the folio was freed (reference
+ * count 0); ERR_PTR(-ESTALE): the page was reused (another folio, a slab or page
  * table page, another mapping or index). Neither touches the page. The
  * reference keeps the page from being freed while the device accesses it,
  * whatever the kernel does meanwhile. An anonymous folio's anon_vma may
@@ -107,20 +107,26 @@ int secmmu_walk(struct mm_struct *mm, unsigned long addr, bool write,
  * reallocated as an anonymous folio at the same struct page and index is
  * not recognised (reference counts carry no generation).
  */
-int secmmu_page_get(unsigned long pfn, const unsigned long *id)
+struct folio *secmmu_page_get(unsigned long pfn, const unsigned long *id)
 {
 	struct page *page = pfn_to_page(pfn);
 	struct folio *folio = page_folio(page);
 
 	if (!folio_try_get(folio))
-		return -ENOENT;
+		return ERR_PTR(-ENOENT);
 	if (page_folio(page) != folio || (unsigned long)folio != id[0] ||
 	    folio_test_slab(folio) || folio_test_pgtable(folio) ||
 	    mapping_kind(folio) != id[1] || READ_ONCE(folio->index) != id[2]) {
 		folio_put(folio);
-		return -ESTALE;
+		return ERR_PTR(-ESTALE);
 	}
-	return 0;
+	return folio;
+}
+
+/* Drops the reference secmmu_page_get() took. */
+void secmmu_page_put(struct folio *folio)
+{
+	folio_put(folio);
 }
 
 /* A kernel mapping of @pfn; no sleeping until secmmu_unmap(). */

@@ -12,7 +12,8 @@ unsigned int secmmu_hpage_pmd_order(void);
 
 int secmmu_walk(struct mm_struct *mm, unsigned long addr, bool write,
 		unsigned long *pfn, bool *huge, int *nid, unsigned long *id);
-int secmmu_page_get(unsigned long pfn, const unsigned long *id);
+struct folio *secmmu_page_get(unsigned long pfn, const unsigned long *id);
+void secmmu_page_put(struct folio *folio);
 void *secmmu_map_pfn(unsigned long pfn);
 void secmmu_unmap(void *addr);
 int secmmu_pfn_to_nid(unsigned long pfn);

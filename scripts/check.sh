@@ -104,11 +104,11 @@ if [ "${SECMMU_CHECK_MUTANTS:-1}" = 1 ] && [ -z "${KDIR:-}" ] && [ "$flavour" = 
 	if mkb=$("$SECMMU_TOP/scripts/build-mutant-kernel.sh" 2>"$results/mutant-kernel.log"); then
 		echo "mutant kernel: $mkb"
 		SECMMU_KBUILD=$mkb SECMMU_QUIET=1 "$SECMMU_TOP/scripts/vm-run.sh" \
-			--out "$SECMMU_TOP/build/vm/mutants" -- "$(suite_cmd $min | sed 's,selftests/run_vm_tests.sh$,selftests/run_mutants.sh,')"
+			--out "$SECMMU_TOP/build/vm/mutants" -- "MUTANT_CONTROL_SUITE=1 $(suite_cmd $min | sed 's,selftests/run_vm_tests.sh$,selftests/run_mutants.sh,')"
 		add_counts "kernel mutants: control suite and kill runs (KTAP + dmesg scan)" \
 			"$SECMMU_TOP/build/vm/mutants/counts"
 		grep -E '^not ok ' "$SECMMU_TOP/build/vm/mutants/output.log" | sed 's/^/    /'
-		sed -n '/^# kill table/,/^# end of kill table/p' "$SECMMU_TOP/build/vm/mutants/output.log" | sed 's/^# \{0,1\}/    /'
+		sed -n '/^# kill table/,/^# control: /p' "$SECMMU_TOP/build/vm/mutants/output.log" | sed 's/^# \{0,1\}/    /'
 	else
 		tail -n 20 "$results/mutant-kernel.log"
 		record "build the mutant kernel" 1

@@ -1,7 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 # The demo's guest side: the topology, the seed scenario with its report and
-# two timelines, and where the module's counters ended up.
+# two timelines, the path x oracle matrix, and where the module's counters
+# ended up.
 set -u
 top=${SECMMU_TOP:-$(cd "$(dirname "$0")/.." && pwd)}
 echo "=== secmmu demo on Linux $(uname -r)"
@@ -18,6 +19,14 @@ echo "    THPs while they migrate between the nodes; lost writes are counted"
 echo
 "$top/build/bin/secmmu" scenario --timelines
 rc=$?
+echo
+echo "--- the path matrix: every kernel path that changes a mapping the device"
+echo "    holds, judged by what the device sees (ops/device accesses/violations)"
+echo
+"$top/build/bin/secmmu" paths >"${SECMMU_VM_OUT:-/tmp}/paths.log" 2>&1
+prc=$?
+sed -n '/^path /,$p' "${SECMMU_VM_OUT:-/tmp}/paths.log"
+[ "$prc" = 0 ] || rc=1
 echo
 echo "--- /sys/kernel/debug/secmmu/stats (all contexts)"
 "$top/build/bin/secmmu" stats | paste -sd' ' | fold -s -w 100
