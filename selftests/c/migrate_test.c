@@ -483,7 +483,7 @@ TEST(inject_file)
 
 	ASSERT_EQ(0, inject(1234));
 	ASSERT_LT(0, read_file(DBG "inject", buf, sizeof(buf)));
-	ASSERT_STREQ("late_invalidate=1234\ncorrupt_copy=0\n", buf);
+	ASSERT_STREQ("late_invalidate=1234\ncorrupt_copy=0\nskip_invalidate=0\n", buf);
 	ASSERT_EQ(-EINVAL, write_text_file(DBG "inject", "corrupt_copy=2", 14));
 	ASSERT_EQ(-EINVAL, write_text_file(DBG "inject", "corrupt_copy", 12));
 	ASSERT_EQ(-EINVAL, write_text_file(DBG "inject", "late_invalidate=", 16));

@@ -272,6 +272,25 @@ fn run_paths_test(bin: &str, cases: &[&str]) -> Result<(String, bool), String> {
     Ok((out, st.success()))
 }
 
+/// The case names `bin -l` lists (kselftest_harness: `fixture  case`).
+fn list_cases(bin: &str) -> Result<Vec<String>, String> {
+    let out = std::process::Command::new(bin)
+        .arg("-l")
+        .output()
+        .map_err(|e| format!("{bin} -l: {e}"))?;
+    // A case line is indented, or follows its fixture's name; a line with
+    // one unindented word names a fixture with no case on that line.
+    // The harness prints the list on standard error.
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with('-'))
+        .filter(|l| l.starts_with(' ') || l.split_whitespace().count() > 1)
+        .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+        .collect())
+}
+
 /// `secmmu paths`: runs the path cases (or reads a log of them) and prints
 /// the path x oracle matrix. Fails on a violation, a failed case, or fewer
 /// results than the harness planned (a case that never reported).
@@ -304,7 +323,22 @@ fn paths_cmd(args: &[String]) -> Result<bool, String> {
                     cases.push(a.as_str());
                 }
             }
-            run_paths_test(&bin, &cases)?
+            let (out, ok) = run_paths_test(&bin, &cases)?;
+            // Cases left out of this run are rows too: not run, and why.
+            let mut out = out;
+            if !cases.is_empty() {
+                for c in list_cases(&bin)?
+                    .iter()
+                    .filter(|c| !cases.contains(&c.as_str()))
+                {
+                    if !c.starts_with("oracle_") {
+                        out.push_str(&format!(
+                            "# cell path={c} oracle=- not_run=left out of this run (selection)\n"
+                        ));
+                    }
+                }
+            }
+            (out, ok)
         }
     };
     let m = paths::Matrix::parse(&text)?;
