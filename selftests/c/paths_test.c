@@ -48,5 +48,6 @@ FIXTURE_TEARDOWN(paths)
 #include "paths/migrate.h"
 #include "paths/unmap.h"
 #include "paths/oracles.h"
+#include "paths/kill.h"
 
 TEST_HARNESS_MAIN

@@ -1107,17 +1107,21 @@ static inline void um_cow_case(struct um_case *c, bool thp)
 	um_iso_write(c, x.p, x.len);
 	um_fork_reap(&x);
 
-	/* The reverse order: the device reads first, then the fork, then the
-	 * parent's CPU write: the device must not keep reading the old page,
-	 * now the child's. */
+	/* The device holds a read translation across the COW: the fork (which
+	 * flushes the device's TLB), then the device reads the pages now
+	 * shared with the child, then the parent's CPU write copies them: the
+	 * device must not keep reading the old page, now the child's. (For a
+	 * THP the write fault first splits the shared PMD, which invalidates
+	 * the device's 2 MiB translation; cow_held_thp in kill.h covers the
+	 * 4 KiB translations of a split THP.) */
 	r = um_fork_setup(&x);
 	UM_REQ(c, !r, "map: %s", strerror(-r));
 	UM_REQ(c, !ioctl(c->fd, SECMMU_IOCTL_TLB_FLUSH), "TLB_FLUSH: %s", strerror(errno));
-	r = um_prime_read(c->fd, x.p, x.len);
-	UM_REQ(c, !r, "device read: %s", strerror(-r));
 	r = um_fork_op(&x);
 	c->ops++;
 	UM_REQ(c, !r, "fork: %s", strerror(-r));
+	r = um_prime_read(c->fd, x.p, x.len);
+	UM_REQ(c, !r, "device read: %s", strerror(-r));
 	um_stale(c, x.p, x.len);
 	um_fork_reap(&x);
 out:

@@ -1,0 +1,689 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Cases written to kill the kernel mutants (kernel/mutants/) that the path
+ * matrix's cases let survive: each one puts the device's translation where
+ * the mutated path forgets to invalidate it, and judges what the device
+ * sees with the oracles of paths_lib.h (through unmap.h's um_* tallies).
+ *
+ *   cow_held_4k, cow_held_thp   the device holds a read translation of a
+ *                               COW-shared page when the CPU's write fault
+ *                               copies it (wp_page_copy())
+ *   gather_nested_dontneed,     two threads zap the same mm at once (nested
+ *   gather_nested_munmap        mmu_gathers: tlb_finish_mmu() flushes fullmm)
+ *                               while the device holds translations of what
+ *                               one of them zaps
+ *   move_pages_ptemapped,       move_pages(2) of a PTE-mapped THP (one folio,
+ *   move_pages_ptemapped_1cpu   512 PTEs) while the device streams into it;
+ *                               _1cpu stays on one CPU (unbatched unmap)
+ *   mremap_punch_race           mremap(2) of 4 KiB shmem pages racing a hole
+ *                               punch of the moved pages (CVE-2018-18281)
+ *   pageout_ptemapped           MADV_PAGEOUT of a PTE-mapped THP, swapped out
+ *                               whole, the device holding 4 KiB translations
+ *   khugepaged_retract          khugepaged retracts the page table of a
+ *                               PTE-mapped shmem THP, then a hole punch
+ *
+ * Helpers are kl_*.
+ */
+#include <pthread.h>
+
+/* ------------------------------------------------------------------ */
+/* COW with the device's read translation held across the write fault. */
+
+#define KL_COW_PAGES 128
+#define KL_COW_ROUNDS 4
+
+/*
+ * fork (which flushes the device's TLB), then the device reads every page
+ * (read-only translations of the pages parent and child now share), then
+ * the parent's CPU writes a fresh token into each (COW: a new page) and the
+ * device reads it back (stale_read). Then the device writes into each page:
+ * it must land in the parent's page (isolation), and the child must see
+ * none of it.
+ */
+static inline void kl_cow_round(struct um_case *c, bool thp, uint64_t seed)
+{
+	const size_t len = thp ? HPAGE : KL_COW_PAGES * PAGE;
+	/* THP: the parent's first CPU write splits the PMD (the THP is shared
+	 * with the child) and copies page 0; the device then takes 4 KiB
+	 * translations of the other, still shared, subpages. */
+	const size_t skip = thp ? PAGE : 0;
+	struct um_snap snap;
+	struct um_peer peer = { .pid = -1 };
+	uint64_t huge = 0, h0;
+	char *p = thp ? um_thp(seed) : um_anon(KL_COW_PAGES, seed);
+	int r;
+
+	UM_REQ(c, p, "mmap: %s", strerror(errno));
+	r = um_prime(c->fd, p, len, &huge);
+	UM_REQ(c, !r, "prime: %s", strerror(-r));
+	UM_REQ(c, !thp || huge, "no THP for the region");
+	snap = (struct um_snap){ .p = p, .len = len };
+	r = um_peer_start(&peer, um_snap_take, um_snap_changed, &snap);
+	c->ops++;
+	UM_REQ(c, !r, "fork: %s", strerror(-r));
+	if (thp)
+		*(volatile uint64_t *)(p + 8) = token(++c->round, 0);
+	h0 = dev_stat(c->fd, SECMMU_STAT_HUGE_FILLS);
+	r = um_prime_read(c->fd, p + skip, len - skip);
+	UM_REQ(c, !r, "device read: %s", strerror(-r));
+	UM_REQ(c, dev_stat(c->fd, SECMMU_STAT_HUGE_FILLS) == h0,
+	       "the device took a 2 MiB translation of the shared region");
+	/* The CPU write faults (COW) while the device holds the old page. */
+	um_stale(c, p + skip, len - skip);
+	um_iso_write(c, p + skip, len - skip);
+	um_iso_peer(c, um_peer_finish(&peer));
+out:
+	if (peer.pid > 0)
+		um_peer_finish(&peer);
+	if (p)
+		munmap(p, len);
+}
+
+static inline void kl_cow_case(struct um_case *c, bool thp)
+{
+	int i;
+
+	if (thp && !um_thp_ok(c))
+		return;
+	for (i = 0; i < KL_COW_ROUNDS && !c->err[0]; i++)
+		kl_cow_round(c, thp, 0x636f77 + i);
+}
+
+TEST_F_TIMEOUT(paths, cow_held_4k, 120)
+{
+	struct um_case c = UM_CASE("cow_held_4k", self->fd);
+
+	kl_cow_case(&c, false);
+	um_finish(_metadata, self, &c);
+}
+
+TEST_F_TIMEOUT(paths, cow_held_thp, 120)
+{
+	struct um_case c = UM_CASE("cow_held_thp", self->fd);
+
+	kl_cow_case(&c, true);
+	um_finish(_metadata, self, &c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Nested mmu_gathers: two threads zapping one mm at once.              */
+
+/* The other thread's region: 128 PTE tables of empty PTEs its
+ * MADV_DONTNEED walks, so that it spends most of its time inside an
+ * mmu_gather (mm->tlb_flush_pending raised). */
+#define KL_ZAP_LEN (256UL << 20)
+#define KL_GATHER_PAGES 64
+#define KL_GATHER_ROUNDS 400
+#define KL_GATHER_SECS 60
+
+struct kl_zapper {
+	char *p;
+	volatile int stop;
+	volatile uint64_t zaps;
+};
+
+static void *kl_zapper_fn(void *a)
+{
+	struct kl_zapper *z = a;
+	size_t off;
+
+	while (!z->stop) {
+		/* Repopulate some PTE tables now and then: the walk must find
+		 * tables to walk. */
+		if (!(z->zaps & 15))
+			for (off = 0; off < KL_ZAP_LEN; off += HPAGE)
+				z->p[off] = 1;
+		madvise(z->p, KL_ZAP_LEN, MADV_DONTNEED);
+		z->zaps++;
+	}
+	return NULL;
+}
+
+/*
+ * Rounds: a fresh region of 4 KiB pages, the device's writable translations
+ * of it, then MADV_DONTNEED (@munmap false: a device write must land where
+ * the CPU reads) or munmap (a device write must fault), while the other
+ * thread zaps its own region in a loop.
+ */
+static inline void kl_gather_case(struct um_case *c, bool unmap)
+{
+	const size_t len = KL_GATHER_PAGES * PAGE;
+	struct kl_zapper z = { 0 };
+	pthread_t th;
+	bool started = false;
+	double t0;
+	char *p = NULL;
+	int i, r;
+
+	z.p = mmap(NULL, KL_ZAP_LEN, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	UM_REQ(c, z.p != MAP_FAILED, "mmap: %s", strerror(errno));
+	madvise(z.p, KL_ZAP_LEN, MADV_NOHUGEPAGE);
+	UM_REQ(c, !pthread_create(&th, NULL, kl_zapper_fn, &z), "pthread_create");
+	started = true;
+	/* The other thread is zapping. */
+	for (t0 = now_s(); z.zaps < 2 && now_s() - t0 < 20; usleep(1000))
+		;
+	UM_REQ(c, z.zaps >= 2, "the other thread did not zap");
+	for (i = 0, t0 = now_s(); i < KL_GATHER_ROUNDS && now_s() - t0 < KL_GATHER_SECS; i++) {
+		p = um_anon(KL_GATHER_PAGES, 0x6761 + i);
+		UM_REQ(c, p, "mmap: %s", strerror(errno));
+		r = um_prime(c->fd, p, len, NULL);
+		UM_REQ(c, !r, "prime: %s", strerror(-r));
+		r = unmap ? munmap(p, len) : madvise(p, len, MADV_DONTNEED);
+		c->ops++;
+		UM_REQ(c, !r, "%s: %s", unmap ? "munmap" : "MADV_DONTNEED", strerror(errno));
+		if (unmap) {
+			um_revoked(c, p, len);
+			p = NULL;
+		} else {
+			um_dropped(c, p, len);
+			munmap(p, len);
+			p = NULL;
+		}
+		if (c->revoke.violations) {
+			i++;
+			break;
+		}
+	}
+	snprintf(c->note, sizeof(c->note), "%d rounds, the other thread zapped %llu times",
+		 i, (unsigned long long)z.zaps);
+out:
+	z.stop = 1;
+	if (started)
+		pthread_join(th, NULL);
+	if (p)
+		munmap(p, len);
+	if (z.p && z.p != MAP_FAILED)
+		munmap(z.p, KL_ZAP_LEN);
+}
+
+TEST_F_TIMEOUT(paths, gather_nested_dontneed, 120)
+{
+	struct um_case c = UM_CASE("gather_nested_dontneed", self->fd);
+
+	kl_gather_case(&c, false);
+	um_finish(_metadata, self, &c);
+}
+
+TEST_F_TIMEOUT(paths, gather_nested_munmap, 120)
+{
+	struct um_case c = UM_CASE("gather_nested_munmap", self->fd);
+
+	kl_gather_case(&c, true);
+	um_finish(_metadata, self, &c);
+}
+
+/* ------------------------------------------------------------------ */
+/* move_pages(2) of a PTE-mapped THP while the device streams into it.  */
+
+/*
+ * A THP mapped by 512 PTEs (its PMD split by an mprotect() round trip, the
+ * folio kept whole) migrates as one folio: try_to_migrate_one() turns every
+ * PTE into a migration entry, the folio is copied subpage by subpage, and
+ * only then are the PTEs restored. A device write to a subpage the copy has
+ * already passed, through a translation the unmap should have invalidated,
+ * lands in the old folio: lost (lost_write, per write: single-pass
+ * streams). @one_cpu: the process stays on one CPU from the start, so that
+ * try_to_migrate_one() flushes unbatched (else TTU_BATCH_FLUSH).
+ */
+#define KL_MIG_ROUNDS 24
+#define KL_MIG_SECS 70
+
+#define KL_KPF_COMPOUND_TAIL 16
+#define KL_KPF_THP 22
+
+/* The /proc/kpageflags word of the page mapped at @p (0 if unknown). */
+static inline uint64_t kl_kpageflags(const void *p)
+{
+	uint64_t e = um_pagemap(p), f = 0;
+	int fd;
+
+	if (!(e & UM_PM_PRESENT) || !(e & UM_PM_PFN))
+		return 0;
+	fd = open("/proc/kpageflags", O_RDONLY);
+	if (fd < 0)
+		return 0;
+	if (pread(fd, &f, 8, (e & UM_PM_PFN) * 8) != 8)
+		f = 0;
+	close(fd);
+	return f;
+}
+
+struct kl_mig {
+	char *p;
+	int target;
+	long ret;
+	uint64_t moved;
+};
+
+static inline int kl_mig_op(void *a)
+{
+	struct kl_mig *m = a;
+	void *pg = m->p;
+	int node = m->target, status = -1;
+
+	m->ret = sys_move_pages(1, &pg, &node, &status);
+	if (m->ret < 0)
+		m->ret = -errno;
+	else if (status == node)
+		m->moved++;
+	return 0;
+}
+
+static inline void kl_mig_case(struct um_case *c, bool one_cpu)
+{
+	struct kl_mig m = { 0 };
+	uint64_t h0, overlap = 0, large = 0, recollapsed = 0;
+	struct race r;
+	double t0;
+	int i, node, ret;
+
+	if (one_cpu)
+		um_pin();
+	if (!um_thp_ok(c))
+		return;
+	if (access("/sys/devices/system/node/node1", F_OK)) {
+		snprintf(c->not_run, sizeof(c->not_run), "fewer than 2 NUMA nodes");
+		return;
+	}
+	c->judged |= UM_LOST | UM_STALE;
+	for (i = 0, t0 = now_s(); i < KL_MIG_ROUNDS && now_s() - t0 < KL_MIG_SECS; i++) {
+		uint64_t huge = 0;
+
+		m.p = um_thp(0x6d6967 + i);
+		UM_REQ(c, m.p, "mmap: %s", strerror(errno));
+		r.writes = 0;
+		ret = um_prime(c->fd, m.p, PAGE, &huge);
+		UM_REQ(c, !ret, "prime: %s", strerror(-ret));
+		if (!huge) {
+			munmap(m.p, HPAGE);
+			m.p = NULL;
+			continue;
+		}
+		/* Split the PMD, keep the folio whole and mapped by PTEs. */
+		UM_REQ(c, !mprotect(m.p + HPAGE / 2, PAGE, PROT_READ) &&
+			  !mprotect(m.p + HPAGE / 2, PAGE, PROT_READ | PROT_WRITE),
+		       "mprotect: %s", strerror(errno));
+		large += (kl_kpageflags(m.p + PAGE) & (1ULL << KL_KPF_COMPOUND_TAIL)) != 0;
+		/* 4 KiB writable translations of the subpages the stream writes. */
+		h0 = dev_stat(c->fd, SECMMU_STAT_HUGE_FILLS);
+		ret = dev_prime(c->fd, m.p, UM_WIN);
+		UM_REQ(c, !ret, "prime 4 KiB: %s", strerror(-ret));
+		if (dev_stat(c->fd, SECMMU_STAT_HUGE_FILLS) != h0) {
+			/* khugepaged collapsed it again meanwhile: next round. */
+			recollapsed++;
+			munmap(m.p, HPAGE);
+			m.p = NULL;
+			continue;
+		}
+		node = page_node(m.p);
+		UM_REQ(c, node >= 0, "page_node: %s", strerror(-node));
+		m.target = !node;
+		ret = race_stream(c->fd, m.p, UM_SLOTS, kl_mig_op, &m, &r);
+		UM_REQ(c, !ret, "stream: %s", strerror(-ret));
+		UM_REQ(c, m.ret >= 0, "move_pages: %s", strerror(-m.ret));
+		c->ops++;
+		c->lost.ops++;
+		c->lost.accesses += r.writes;
+		c->lost.violations += r.lost;
+		overlap += r.overlapped;
+		um_stale(c, m.p, UM_WIN);
+		munmap(m.p, HPAGE);
+		m.p = NULL;
+		if (c->lost.violations || c->stale.violations)
+			break;
+	}
+	UM_REQ(c, m.moved, "move_pages moved no folio in %d rounds", i);
+	snprintf(c->note, sizeof(c->note),
+		 "%d rounds, %llu folios moved, %llu still large after the split, %llu passes overlapped, %llu rounds skipped (PMD-mapped again)",
+		 i, (unsigned long long)m.moved, (unsigned long long)large,
+		 (unsigned long long)overlap, (unsigned long long)recollapsed);
+out:
+	if (m.p)
+		munmap(m.p, HPAGE);
+}
+
+TEST_F_TIMEOUT(paths, move_pages_ptemapped, 120)
+{
+	struct um_case c = UM_CASE("move_pages_ptemapped", self->fd);
+
+	kl_mig_case(&c, false);
+	um_finish(_metadata, self, &c);
+}
+
+TEST_F_TIMEOUT(paths, move_pages_ptemapped_1cpu, 120)
+{
+	struct um_case c = UM_CASE("move_pages_ptemapped_1cpu", self->fd);
+
+	kl_mig_case(&c, true);
+	um_finish(_metadata, self, &c);
+}
+
+/* ------------------------------------------------------------------ */
+/* mremap(2) racing a hole punch of the moved pages (CVE-2018-18281).   */
+
+/*
+ * A shared memfd mapping of 4 KiB pages is moved by mremap() (to a
+ * PMD-misaligned address: PTE by PTE) while the device streams into the
+ * first pages of the OLD range through its writable translations, and
+ * another thread punches those pages out of the file at an offset into the
+ * move (10-90 % of a measured mremap; the race's offset, not a wait). A
+ * punched page already moved is unmapped at the new address only (a short,
+ * ranged flush) and freed; mremap() must have invalidated the device's
+ * old-address translation when it moved the PTE, so no device access may
+ * reach the freed page (freed_page). Afterwards a device write to the old
+ * range must fault (write_after_revoke) and the device must read what the
+ * CPU writes at the new one (stale_read).
+ */
+#define KL_MREMAP_PAGES 16384UL
+/* Pages punched (at most 33: a longer flush is a full one, which would
+ * reach the device's old translations too). */
+#define KL_MREMAP_PUNCH 16UL
+#define KL_MREMAP_ROUNDS 24
+#define KL_MREMAP_SECS 70
+
+struct kl_trunc {
+	int mfd;
+	size_t len;
+	int go[2], ack[2];	/* main -> thread: a delay (or stop); thread -> main */
+	volatile uint64_t truncs;
+	volatile double t0, t1;
+};
+
+/* Punches the first pages out of the file @delay seconds after each go (it
+ * sleeps, leaving the CPU to the device's engine: the delay is the race's
+ * offset). */
+static void *kl_trunc_fn(void *a)
+{
+	struct kl_trunc *t = a;
+	double delay;
+	struct timespec ts;
+
+	while (read(t->go[0], &delay, sizeof(delay)) == sizeof(delay) && delay >= 0) {
+		ts.tv_sec = (time_t)delay;
+		ts.tv_nsec = (long)((delay - ts.tv_sec) * 1e9);
+		nanosleep(&ts, NULL);
+		t->t0 = now_s();
+		if (!fallocate(t->mfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+			       KL_MREMAP_PUNCH * PAGE))
+			t->truncs++;
+		t->t1 = now_s();
+		if (write(t->ack[1], "a", 1) != 1)
+			break;
+	}
+	return NULL;
+}
+
+static inline void kl_mremap_case(struct um_case *c)
+{
+	const size_t len = KL_MREMAP_PAGES * PAGE;
+	struct kl_trunc t = { .mfd = -1, .len = len, .go = { -1, -1 }, .ack = { -1, -1 } };
+	struct secmmu_stream s = { .stride = 8, .slots = KL_MREMAP_PUNCH * PAGE / 8 };
+	char *old = NULL, *res = NULL, *nw;
+	uint64_t w0, wa, wb, during = 0, punched = 0, freed0 = dev_stat(c->fd, SECMMU_STAT_FREED_PAGE_ACCESSES);
+	double t0, dur = 0, d, te;
+	bool started = false;
+	pthread_t th;
+	char ch;
+	int i, r;
+
+	t.mfd = memfd_create("kl_mremap", MFD_CLOEXEC);
+	UM_REQ(c, t.mfd >= 0, "memfd_create: %s", strerror(errno));
+	UM_REQ(c, !pipe2(t.go, O_CLOEXEC) && !pipe2(t.ack, O_CLOEXEC), "pipe: %s", strerror(errno));
+	UM_REQ(c, !pthread_create(&th, NULL, kl_trunc_fn, &t), "pthread_create");
+	started = true;
+	for (i = 0, t0 = now_s(); i < KL_MREMAP_ROUNDS && now_s() - t0 < KL_MREMAP_SECS; i++) {
+		UM_REQ(c, !ftruncate(t.mfd, 0) && !ftruncate(t.mfd, len), "ftruncate: %s",
+		       strerror(errno));
+		old = um_map_aligned(len, MAP_SHARED, t.mfd);
+		UM_REQ(c, old, "mmap: %s", strerror(errno));
+		res = mmap(NULL, len + 2 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		UM_REQ(c, res != MAP_FAILED, "mmap: %s", strerror(errno));
+		nw = res + PAGE;
+		if (!(((uintptr_t)nw) & (HPAGE - 1)))
+			nw += PAGE;
+		um_fill(old, len, 0x6d72 + i);
+		r = um_prime(c->fd, old, KL_MREMAP_PUNCH * PAGE, NULL);
+		UM_REQ(c, !r, "prime: %s", strerror(-r));
+		/* The device streams into the old range, round-robin. */
+		s.addr = (uintptr_t)old;
+		w0 = dev_stat(c->fd, SECMMU_STAT_STREAM_WRITES);
+		UM_REQ(c, !ioctl(c->fd, SECMMU_IOCTL_STREAM_START, &s), "stream: %s",
+		       strerror(errno));
+		wait_dev_stat(c->fd, SECMMU_STAT_STREAM_WRITES, w0 + 1);
+		/* Round 0 measures the move; later rounds punch at 10-90 %
+		 * of it. */
+		d = i ? dur * (0.1 + 0.8 * ((i - 1) % 9) / 8.0) : 0;
+		if (i && write(t.go[1], &d, sizeof(d)) != sizeof(d))
+			um_fail(c, "pipe: %s", strerror(errno));
+		d = now_s();
+		wa = dev_stat(c->fd, SECMMU_STAT_STREAM_WRITES);
+		r = mremap(old, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, nw) == MAP_FAILED;
+		wb = dev_stat(c->fd, SECMMU_STAT_STREAM_WRITES);
+		te = now_s() - d;
+		if (!i)
+			dur = te;
+		if (i && read(t.ack[0], &ch, 1) != 1)
+			um_fail(c, "pipe: %s", strerror(errno));
+		during += wb - wa;
+		punched += t.t0 > d && t.t1 < d + te;
+		ioctl(c->fd, SECMMU_IOCTL_STREAM_STOP);
+		c->ops++;
+		UM_REQ(c, !r, "mremap: %s", strerror(errno));
+		/* The old range is gone; the new one holds the file. */
+		um_revoked(c, old, KL_MREMAP_PUNCH * PAGE);
+		um_stale(c, nw, KL_MREMAP_PUNCH * PAGE);
+		munmap(res, len + 2 * PAGE);
+		res = NULL;
+		old = NULL;
+		if (dev_stat(c->fd, SECMMU_STAT_FREED_PAGE_ACCESSES) != freed0 ||
+		    c->revoke.violations || c->stale.violations) {
+			i++;
+			break;
+		}
+	}
+	snprintf(c->note, sizeof(c->note),
+		 "%d rounds, %llu punches (%llu inside the mremap), %llu stream writes during it, mremap %.1f ms",
+		 i, (unsigned long long)t.truncs, (unsigned long long)punched,
+		 (unsigned long long)during, dur * 1e3);
+out:
+	if (started) {
+		d = -1;
+		if (write(t.go[1], &d, sizeof(d)) == sizeof(d))
+			pthread_join(th, NULL);
+	}
+	for (i = 0; i < 2; i++) {
+		if (t.go[i] >= 0)
+			close(t.go[i]);
+		if (t.ack[i] >= 0)
+			close(t.ack[i]);
+	}
+	if (res && res != MAP_FAILED)
+		munmap(res, len + 2 * PAGE);
+	if (old)
+		munmap(old, len);
+	if (t.mfd >= 0)
+		close(t.mfd);
+}
+
+TEST_F_TIMEOUT(paths, mremap_punch_race, 120)
+{
+	struct um_case c = UM_CASE("mremap_punch_race", self->fd);
+
+	kl_mremap_case(&c);
+	um_finish(_metadata, self, &c);
+}
+
+/* ------------------------------------------------------------------ */
+/* MADV_PAGEOUT of a PTE-mapped THP, swapped out whole.                 */
+
+/*
+ * A THP whose PMD was split (an mprotect() round trip: the folio stays
+ * whole, mapped by 512 PTEs) while the device holds a 4 KiB translation of
+ * every subpage; MADV_PAGEOUT swaps the folio out to zram in one
+ * try_to_unmap() call, which must invalidate every one of those
+ * translations before the folio is freed. Then the CPU writes a token into
+ * each page (swap-in) and the device must read it (stale_read; freed_page).
+ */
+#define KL_OUT_ROUNDS 6
+
+static inline void kl_pageout_round(struct um_case *c, uint64_t seed, uint64_t *large,
+				    uint64_t *out)
+{
+	uint64_t huge = 0, h0, o;
+	char *p = um_thp(seed);
+	size_t gone;
+	int r;
+
+	UM_REQ(c, p, "mmap: %s", strerror(errno));
+	r = um_prime(c->fd, p, PAGE, &huge);
+	UM_REQ(c, !r, "prime: %s", strerror(-r));
+	UM_REQ(c, huge, "no THP for the region");
+	UM_REQ(c, !mprotect(p + HPAGE / 2, PAGE, PROT_READ) &&
+		  !mprotect(p + HPAGE / 2, PAGE, PROT_READ | PROT_WRITE),
+	       "mprotect: %s", strerror(errno));
+	*large += (kl_kpageflags(p + PAGE) & (1ULL << KL_KPF_COMPOUND_TAIL)) != 0;
+	h0 = dev_stat(c->fd, SECMMU_STAT_HUGE_FILLS);
+	r = dev_prime(c->fd, p, HPAGE);
+	UM_REQ(c, !r, "prime 4 KiB: %s", strerror(-r));
+	UM_REQ(c, dev_stat(c->fd, SECMMU_STAT_HUGE_FILLS) == h0,
+	       "the device took a 2 MiB translation after the PMD split");
+	o = um_vmstat("pswpout");
+	r = madvise(p, HPAGE, MADV_PAGEOUT);
+	c->ops++;
+	*out += um_vmstat("pswpout") - o;
+	UM_REQ(c, !r, "MADV_PAGEOUT: %s", strerror(errno));
+	gone = um_swapped(p, HPAGE);
+	UM_REQ(c, gone, "MADV_PAGEOUT: no page swapped out");
+	um_stale(c, p, HPAGE);
+out:
+	if (p)
+		munmap(p, HPAGE);
+}
+
+TEST_F_TIMEOUT(paths, pageout_ptemapped, 120)
+{
+	struct um_case c = UM_CASE("pageout_ptemapped", self->fd);
+	struct um_swap s = { .on = false };
+	struct um_guard g = { .pid = -1 };
+	uint64_t large = 0, out = 0;
+	char why[256] = "";
+	int i;
+
+	um_pin();
+	if (!um_thp_ok(&c))
+		goto out;
+	if (um_swap_on(&s, why, sizeof(why))) {
+		um_swap_off(&s);
+		um_fail(&c, "zram swap: %s", why);
+		goto out;
+	}
+	um_guard_start(&g, um_swap_off, &s);
+	for (i = 0; i < KL_OUT_ROUNDS && !c.err[0] && !c.stale.violations; i++)
+		kl_pageout_round(&c, 0x6f7574 + i, &large, &out);
+	snprintf(c.note, sizeof(c.note),
+		 "%d rounds, %llu folios still large after the split, %llu pages swapped out",
+		 i, (unsigned long long)large, (unsigned long long)out);
+	um_swap_off(&s);
+	um_guard_stop(&g);
+out:
+	um_finish(_metadata, self, &c);
+}
+
+/* ------------------------------------------------------------------ */
+/* khugepaged retracting the page table of a PTE-mapped shmem THP.       */
+
+/*
+ * A shmem THP mapped by PTEs (faulted while an mprotect() split the VMA),
+ * the device holding a 4 KiB writable translation of every subpage.
+ * khugepaged (not MADV_COLLAPSE: khugepaged installs no PMD) finds the
+ * PTE-mapped THP, clears the PTEs and frees the page table
+ * (try_collapse_pte_mapped_thp()): the device's translations must go with
+ * them, since nothing maps the range afterwards and a hole punch then frees
+ * the THP without any flush. After the punch a device write must land
+ * where the CPU reads (write_after_revoke; freed_page).
+ */
+#define KL_KHP "/sys/kernel/mm/transparent_hugepage/"
+#define KL_KHP_SECS 60
+
+static struct um_knob kl_khp_knobs[3];
+
+static inline void kl_khp_restore(void *a)
+{
+	int i;
+
+	for (i = 2; i >= 0; i--)
+		um_knob_restore(&kl_khp_knobs[i]);
+}
+
+TEST_F_TIMEOUT(paths, khugepaged_retract, 120)
+{
+	struct um_case c = UM_CASE("khugepaged_retract", self->fd);
+	struct um_guard g = { .pid = -1 };
+	int mfd = -1, r;
+	char *p = NULL;
+	uint64_t h0, seen = 0;
+	double t0 = 0;
+	size_t off;
+
+	if (access(KL_KHP "shmem_enabled", W_OK) ||
+	    access(KL_KHP "khugepaged/scan_sleep_millisecs", W_OK)) {
+		snprintf(c.not_run, sizeof(c.not_run), "no shmem THP or khugepaged knobs");
+		goto done;
+	}
+	um_knob_save(&kl_khp_knobs[0], KL_KHP "shmem_enabled");
+	um_knob_save(&kl_khp_knobs[1], KL_KHP "khugepaged/scan_sleep_millisecs");
+	um_knob_save(&kl_khp_knobs[2], KL_KHP "khugepaged/pages_to_scan");
+	um_guard_start(&g, kl_khp_restore, NULL);
+	UM_REQ(&c, !set_knob(KL_KHP "shmem_enabled", "advise"), "shmem_enabled: advise");
+	mfd = memfd_create("kl_khugepaged", MFD_CLOEXEC);
+	UM_REQ(&c, mfd >= 0 && !ftruncate(mfd, HPAGE), "memfd: %s", strerror(errno));
+	p = um_map_aligned(HPAGE, MAP_SHARED, mfd);
+	UM_REQ(&c, p, "mmap: %s", strerror(errno));
+	UM_REQ(&c, !madvise(p, HPAGE, MADV_HUGEPAGE), "MADV_HUGEPAGE: %s", strerror(errno));
+	p[0] = 1;	/* a shmem THP, PMD-mapped */
+	if (!(kl_kpageflags(p + PAGE) & (1ULL << KL_KPF_COMPOUND_TAIL))) {
+		snprintf(c.not_run, sizeof(c.not_run), "no shmem THP for a MADV_HUGEPAGE memfd");
+		goto out;
+	}
+	/* The VMA split: the PMD goes, the pages refault by PTEs. */
+	UM_REQ(&c, !mprotect(p + HPAGE / 2, PAGE, PROT_READ), "mprotect: %s", strerror(errno));
+	for (off = 0; off < HPAGE; off += PAGE)
+		(void)*(volatile char *)(p + off);
+	UM_REQ(&c, !mprotect(p + HPAGE / 2, PAGE, PROT_READ | PROT_WRITE), "mprotect: %s",
+	       strerror(errno));
+	um_fill(p, HPAGE, 0x6b68);
+	h0 = dev_stat(c.fd, SECMMU_STAT_HUGE_FILLS);
+	r = dev_prime(c.fd, p, HPAGE);
+	UM_REQ(&c, !r, "prime: %s", strerror(-r));
+	UM_REQ(&c, dev_stat(c.fd, SECMMU_STAT_HUGE_FILLS) == h0,
+	       "the device took a 2 MiB translation: the THP is still PMD-mapped");
+	/* khugepaged, fast: wait (bounded) until our PTEs are gone. */
+	set_knob(KL_KHP "khugepaged/pages_to_scan", "4096");
+	set_knob(KL_KHP "khugepaged/scan_sleep_millisecs", "0");
+	for (t0 = now_s(); now_s() - t0 < KL_KHP_SECS; usleep(20000))
+		if (!(um_pagemap(p) & UM_PM_PRESENT)) {
+			seen = 1;
+			break;
+		}
+	kl_khp_restore(NULL);
+	c.ops++;
+	UM_REQ(&c, seen, "khugepaged did not retract the page table in %d s", KL_KHP_SECS);
+	/* Nothing maps the range: the punch frees the THP, flushing nothing. */
+	UM_REQ(&c, !fallocate(mfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, HPAGE),
+	       "punch: %s", strerror(errno));
+	c.ops++;
+	um_dropped(&c, p, HPAGE);
+	snprintf(c.note, sizeof(c.note), "khugepaged retracted the page table in %.1f s",
+		 now_s() - t0);
+out:
+	kl_khp_restore(NULL);
+	um_guard_stop(&g);
+	if (p)
+		munmap(p, HPAGE);
+	if (mfd >= 0)
+		close(mfd);
+done:
+	um_finish(_metadata, self, &c);
+}
