@@ -115,11 +115,10 @@ impl FolioHold {
     /// References `pfn`'s folio if it is still the one `id` names; `None`
     /// if it was freed or reused since.
     fn get(pfn: Pfn, id: PageId) -> Option<Self> {
-        // SAFETY: `pfn` came from a walk of a present page, so its struct
-        // page exists (the memory map is never freed for present memory);
-        // `secmmu_page_get` touches only the struct page, takes a
-        // reference only on a live folio, and reads the three words of
-        // `id`.
+        // `pfn` came from a walk of a present page, so its struct page
+        // exists (the memory map of present memory is never freed).
+        // SAFETY: as just said; the helper touches only the struct page,
+        // references only a live folio and reads the three words of `id`.
         let folio = unsafe { b::secmmu_page_get(pfn.0, id.0.as_ptr()) };
         // An error pointer or NULL: no reference was taken.
         if folio.is_null() || (folio as usize) >= MAX_ERRNO_PTR {

@@ -27,14 +27,16 @@
 
 #define MIG_SLOTS	65536U			/* one stream pass, stride 8 */
 #define MIG_4K_LEN	(MIG_SLOTS * 8UL)	/* 128 pages: what a pass covers */
-#define MIG_FRAG_LEN	(64UL << 20)		/* compaction's fragmented region */
+#define MIG_FRAG_LEN	(16UL << 20)		/* compaction's fragmented region */
+#define MIG_FLUSH_LEN	(256UL << 20)		/* ... and what flushes its holes */
 #define MIG_OVERLAPS	2			/* overlapping passes wanted */
 #define MIG_PASSES	20			/* at most this many passes */
 #define MIG_WAIT_S	60			/* bound on a NUMA migration */
 #define MIG_TIMEOUT	900			/* per case, TCG */
 #define MIG_MPOL_BIND	2
 #define MIG_THP_SYSFS	"/sys/kernel/mm/transparent_hugepage/"
-#define MIG_NUMA_DBG	"/sys/kernel/debug/sched/numa_balancing/"
+#define MIG_NUMA_KNOBS	"/sys/kernel/debug/sched/numa_balancing/"
+#define MIG_ENGINE_CPUS	"/sys/devices/virtual/workqueue/secmmu_engine/cpumask"
 
 /* A case's memory, its operation and its oracles' tallies. */
 struct mig_ctx {
@@ -59,9 +61,12 @@ struct mig_ctx {
 	volatile int stop;
 	int fd;				/* NUMA: the device context */
 	bool waiting;			/* NUMA: a move toward target is due */
+	bool engine_pinned;		/* NUMA: the engine's cpumask was set */
 	long had;			/* NUMA: region pages on target then */
-	long long vm0;			/* NUMA: numa_pages_migrated then */
+	long long vm0;			/* NUMA: numa_pages_migrated at the start */
 	double deadline;		/* NUMA: fail if nothing moved by then */
+	uint64_t pass_w0;		/* NUMA: stream writes before the pass (~0: none) */
+	bool mid_pass;			/* NUMA: the last move landed while it wrote */
 	struct tally lw, sr, war;	/* lost_write, stale_read, write_after_revoke */
 };
 
@@ -544,8 +549,8 @@ TEST_F_TIMEOUT(paths, helper_thp, MIG_TIMEOUT)
 
 /* ---- NUMA balancing ---- */
 
-/* The CPU side: reads every page (never a stream slot's value changes),
- * from wherever mig_op_numa pinned it. */
+/* The CPU side: reads every page (it never writes a stream slot), from
+ * wherever mig_op_numa pinned it. */
 static void *mig_touch(void *arg)
 {
 	struct mig_ctx *c = arg;
@@ -566,43 +571,73 @@ static long long mig_numa_migrated(void)
 	return v >= 0 ? v : mig_vmstat("pgmigrate_success");
 }
 
+/* Pins the calling thread (0) or @t to the first CPU of @node. */
+static int mig_pin(pthread_t t, int node)
+{
+	cpu_set_t cpus;
+
+	CPU_ZERO(&cpus);
+	CPU_SET(mig_node_cpu(node), &cpus);
+	return t ? pthread_setaffinity_np(t, sizeof(cpus), &cpus) :
+		   sched_setaffinity(0, sizeof(cpus), &cpus);
+}
+
+/* Whether NUMA balancing moved pages of the region to c->target since
+ * the pinning (a THP: all of it). */
+static bool mig_numa_landed(struct mig_ctx *c)
+{
+	return c->thp ? page_node(c->p) == c->target : mig_count_on(c, c->target) > c->had;
+}
+
 /*
- * NUMA balancing moves pages when it likes (seconds apart here), not when
- * asked; so the operation is: pin the reading CPU to the node holding fewer
- * of the region's pages (once the previous move landed), then wait until
- * pages of the region reach that node, or, in a raced pass, until the pass
- * has written its slots (the move is still due: the next pass waits on).
- * Fails if nothing moved within MIG_WAIT_S of the pinning.
+ * NUMA balancing moves pages when it likes, not when asked; so the
+ * operation is: pin the reading thread to the node holding fewer of the
+ * region's pages and the device's engine (and this thread) to the other
+ * one, where the memory is (once the previous move landed); then wait until
+ * pages of the region reach the reader's node or, in a raced pass, until
+ * the pass has written its slots (the move is still due: the next pass
+ * waits on). A move landed in the pass if the pass had slots left to write
+ * then (c->mid_pass). Fails if nothing moved within MIG_WAIT_S of the
+ * pinning.
  */
 static int mig_op_numa(struct mig_ctx *c)
 {
-	uint64_t w0 = dev_stat(c->fd, SECMMU_STAT_STREAM_WRITES);
-	cpu_set_t cpus;
+	uint64_t w;
+	char mask[16];
+	bool landed;
 
 	if (!c->toucher && pthread_create(&c->toucher, NULL, mig_touch, c))
 		return -EAGAIN;
 	if (!c->waiting) {
 		c->target = mig_emptier(c);
 		c->had = mig_count_on(c, c->target);
-		c->vm0 = mig_numa_migrated();
 		c->deadline = now_s() + MIG_WAIT_S;
 		c->waiting = true;
-		CPU_ZERO(&cpus);
-		CPU_SET(mig_node_cpu(c->target), &cpus);
-		if (pthread_setaffinity_np(c->toucher, sizeof(cpus), &cpus))
+		if (mig_pin(c->toucher, c->target) || mig_pin(0, !c->target))
 			return -EINVAL;
+		snprintf(mask, sizeof(mask), "%x", 1U << mig_node_cpu(!c->target));
+		if (c->engine_pinned)
+			set_knob(MIG_ENGINE_CPUS, mask);
+		else
+			c->engine_pinned = !mig_knob_set(MIG_ENGINE_CPUS, mask);
 	}
-	while (mig_count_on(c, c->target) <= c->had || mig_numa_migrated() <= c->vm0) {
+	for (;;) {
+		landed = mig_numa_landed(c);
+		w = dev_stat(c->fd, SECMMU_STAT_STREAM_WRITES) - c->pass_w0;
+		if (landed)
+			break;
 		if (now_s() > c->deadline) {
 			snprintf(c->why, sizeof(c->why), "(no page of the region reached node %d "
 				 "in %d s; numa_pages_migrated %lld -> %lld)", c->target,
 				 MIG_WAIT_S, c->vm0, mig_numa_migrated());
 			return -ETIMEDOUT;
 		}
-		if (dev_stat(c->fd, SECMMU_STAT_STREAM_WRITES) - w0 >= MIG_SLOTS - 1)
+		if (c->pass_w0 != ~0ULL && w >= MIG_SLOTS)
 			return 0;	/* the pass is over, the move still due */
-		usleep(2000);
+		sched_yield();
 	}
+	/* Seen after it landed, the pass still had slots to write. */
+	c->mid_pass = c->pass_w0 != ~0ULL && w < MIG_SLOTS;
 	c->waiting = false;
 	c->moved++;
 	return 0;
@@ -611,27 +646,33 @@ static int mig_op_numa(struct mig_ctx *c)
 static void mig_numa_case(struct __test_metadata *_metadata, FIXTURE_DATA(paths) *self,
 			  bool thp)
 {
-	struct mig_ctx c = { .thp = thp, .op = mig_op_numa, .fd = self->fd };
-	long long m0 = mig_numa_migrated();
+	struct mig_ctx c = { .thp = thp, .op = mig_op_numa, .fd = self->fd,
+			     .vm0 = mig_numa_migrated() };
 	int r, overlap = 0, passes;
+	double end;
 
 	if (access("/proc/sys/kernel/numa_balancing", F_OK))
 		MIG_NOT_RUN("kernel_without_NUMA_balancing");
 	/* Scan at once and often (where the knobs exist). */
 	mig_knob_set("/proc/sys/kernel/numa_balancing_scan_delay_ms", "0");
-	mig_knob_set(MIG_NUMA_DBG "scan_delay_ms", "0");
-	mig_knob_set(MIG_NUMA_DBG "scan_period_min_ms", "10");
-	mig_knob_set(MIG_NUMA_DBG "scan_period_max_ms", "200");
+	mig_knob_set(MIG_NUMA_KNOBS "scan_delay_ms", "0");
+	mig_knob_set(MIG_NUMA_KNOBS "scan_period_min_ms", "10");
+	mig_knob_set(MIG_NUMA_KNOBS "scan_period_max_ms", "200");
 	ASSERT_LE(0, numa_balancing_set(1));
 	mig_region(_metadata, self, &c);
+	c.pass_w0 = ~0ULL;
 	MIG_OP_OK(&c);		/* a move with the device holding translations */
+	ASSERT_TRUE(!thp || mig_pmd_mapped(c.p, false)) TH_LOG("the move split the THP");
 	c.sr.ops = 1;
 	stale_read_check(self->fd, c.p, c.len, 1, &c.sr);
 	/* Back-to-back passes until MIG_OVERLAPS moves landed in one. */
-	for (passes = 0; overlap < MIG_OVERLAPS && !c.err && passes < 5000; passes++) {
+	end = now_s() + 3 * MIG_WAIT_S;
+	for (passes = 0; overlap < MIG_OVERLAPS && !c.err && now_s() < end; passes++) {
+		c.pass_w0 = dev_stat(self->fd, SECMMU_STAT_STREAM_WRITES);
+		c.mid_pass = false;
 		r = race_passes(self->fd, c.p, MIG_SLOTS, mig_op, &c, 1, 1, &c.lw);
 		ASSERT_LE(0, r) TH_LOG("stream: %s", strerror(-r));
-		overlap += r && !c.waiting;
+		overlap += c.mid_pass;
 	}
 	c.stop = 1;
 	if (c.toucher)
@@ -639,8 +680,10 @@ static void mig_numa_case(struct __test_metadata *_metadata, FIXTURE_DATA(paths)
 	numa_balancing_set(0);
 	mig_knobs_restore();
 	ASSERT_EQ(0, c.err) TH_LOG("%s", c.why);
-	TH_LOG("%llu NUMA moves of the region (%lld pages system-wide) in %d passes",
-	       (unsigned long long)c.moved, mig_numa_migrated() - m0, passes);
+	TH_LOG("%llu NUMA moves of the region (numa_pages_migrated +%lld) in %d passes",
+	       (unsigned long long)c.moved, mig_numa_migrated() - c.vm0, passes);
+	/* The moves were NUMA balancing's: its counter rose with them. */
+	ASSERT_LE(c.moved * (thp ? 512 : 1), mig_numa_migrated() - c.vm0);
 	c.lw.ops = c.moved - 1;	/* the moves in raced passes */
 	c.runs = c.moved;
 	mig_finish(_metadata, self, &c, overlap);
@@ -684,10 +727,11 @@ static int mig_pfn_cmp(const void *a, const void *b)
 }
 
 /*
- * Something to compact, and the device's pages in its way: of a 64 MiB
+ * Something to compact, and the device's pages in its way: of a 16 MiB
  * pool of 4 KiB pages, the 128 with the lowest PFNs become the region
  * (mremap'd side by side; full compaction migrates from the bottom of a
- * zone up), and every other page of the rest is freed.
+ * zone up), and every other page of the rest is freed. (Without the
+ * flush, repeated compactions here moved nothing.)
  */
 static void mig_prep_fragmented(struct __test_metadata *_metadata,
 				FIXTURE_DATA(paths) *self, struct mig_ctx *c)
@@ -714,6 +758,12 @@ static void mig_prep_fragmented(struct __test_metadata *_metadata,
 	}
 	for (i = 1; i < n; i += 2)
 		madvise(c->frag + i * PAGE, PAGE, MADV_DONTNEED);	/* holes: ENOMEM */
+	/* Pages just freed wait in the per-CPU lists, where compaction does
+	 * not see them free: push them out with a large allocation. */
+	to = mmap(NULL, MIG_FLUSH_LEN, PROT_READ | PROT_WRITE,
+		  MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	ASSERT_NE(MAP_FAILED, to);
+	munmap(to, MIG_FLUSH_LEN);
 	free(pool);
 	free(pfns);
 	mig_ready(_metadata, self, c);
@@ -733,16 +783,20 @@ TEST_F_TIMEOUT(paths, compaction, MIG_TIMEOUT)
 	c.sr.ops = 1;
 	stale_read_check(self->fd, c.p, c.len, 1, &c.sr);
 	mig_release(&c);
+	c.moved = 0;
 	overlap = mig_race_fresh(_metadata, self, &c, mig_prep_fragmented);
 	scanned = mig_vmstat("compact_migrate_scanned") - scanned;
 	moved = mig_vmstat("pgmigrate_success") - moved;
 	TH_LOG("compact_migrate_scanned +%lld, pgmigrate_success +%lld, "
-	       "stream pages moved %llu", scanned, moved, (unsigned long long)c.moved);
+	       "stream pages moved in raced runs %llu", scanned, moved, (unsigned long long)c.moved);
+	mig_report(_metadata, self, &c, overlap);
 	ASSERT_LT(0, scanned) TH_LOG("compaction scanned nothing in %llu runs",
 				     (unsigned long long)c.runs);
 	ASSERT_LT(0, moved) TH_LOG("compaction moved nothing in %llu runs",
 				   (unsigned long long)c.runs);
-	mig_finish(_metadata, self, &c, overlap);
+	ASSERT_LT(0, c.moved) TH_LOG("compaction moved none of the stream's pages in %llu "
+				     "raced runs", (unsigned long long)c.lw.ops);
+	ASSERT_LE(1, overlap) TH_LOG("no pass was still writing when the operation returned");
 }
 
 /* ---- MADV_COLLAPSE ---- */
