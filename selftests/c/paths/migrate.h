@@ -9,10 +9,16 @@
  * freed_page cell. Included by paths_test.c.
  *
  * A case first makes the device hold translations of the whole region
- * (dev_prime), runs the operation once and checks (stale_read,
- * write_after_revoke); then, where the memory stays mapped, it races
- * single-pass streams against the operation (lost_write) until
- * MIG_OVERLAPS passes were still writing when it returned.
+ * (dev_prime; for a THP a 2 MiB one, checked through huge_fills), runs the
+ * operation once and checks (stale_read, write_after_revoke); then, where
+ * the memory stays mapped, it races single-pass streams against the
+ * operation (lost_write, race_passes()) until MIG_OVERLAPS passes were
+ * still writing when it returned, and fails if none was. Operations that
+ * cannot repeat on the same memory (collapse, split, compaction, mremap)
+ * get a fresh region per pass. NUMA balancing moves pages when it likes:
+ * there a pass counts if a move landed while it still had slots to write.
+ * Knobs a case changes (NUMA scan rates, the engine's cpumask,
+ * shmem_enabled) are restored at its end, also when an ASSERT aborts it.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -62,6 +68,8 @@ struct mig_ctx {
 	int fd;				/* NUMA: the device context */
 	bool waiting;			/* NUMA: a move toward target is due */
 	bool engine_pinned;		/* NUMA: the engine's cpumask was set */
+	bool engine_follows;		/* NUMA: the engine is on the reader's node */
+	int followed;			/* NUMA: moves that needed it */
 	long had;			/* NUMA: region pages on target then */
 	long long vm0;			/* NUMA: numa_pages_migrated at the start */
 	double deadline;		/* NUMA: fail if nothing moved by then */
@@ -582,6 +590,18 @@ static int mig_pin(pthread_t t, int node)
 		   sched_setaffinity(0, sizeof(cpus), &cpus);
 }
 
+/* Runs the device's engine on @node (its workqueue's cpumask). */
+static void mig_pin_engine(struct mig_ctx *c, int node)
+{
+	char mask[16];
+
+	snprintf(mask, sizeof(mask), "%x", 1U << mig_node_cpu(node));
+	if (c->engine_pinned)
+		set_knob(MIG_ENGINE_CPUS, mask);
+	else
+		c->engine_pinned = !mig_knob_set(MIG_ENGINE_CPUS, mask);
+}
+
 /* Whether NUMA balancing moved pages of the region to c->target since
  * the pinning (a THP: all of it). */
 static bool mig_numa_landed(struct mig_ctx *c)
@@ -593,7 +613,8 @@ static bool mig_numa_landed(struct mig_ctx *c)
  * NUMA balancing moves pages when it likes, not when asked; so the
  * operation is: pin the reading thread to the node holding fewer of the
  * region's pages and the device's engine (and this thread) to the other
- * one, where the memory is (once the previous move landed); then wait until
+ * one, where the memory is, so that the device keeps writing while the
+ * reader's faults move it (once the previous move landed); then wait until
  * pages of the region reach the reader's node or, in a raced pass, until
  * the pass has written its slots (the move is still due: the next pass
  * waits on). A move landed in the pass if the pass had slots left to write
@@ -603,7 +624,6 @@ static bool mig_numa_landed(struct mig_ctx *c)
 static int mig_op_numa(struct mig_ctx *c)
 {
 	uint64_t w;
-	char mask[16];
 	bool landed;
 
 	if (!c->toucher && pthread_create(&c->toucher, NULL, mig_touch, c))
@@ -615,11 +635,8 @@ static int mig_op_numa(struct mig_ctx *c)
 		c->waiting = true;
 		if (mig_pin(c->toucher, c->target) || mig_pin(0, !c->target))
 			return -EINVAL;
-		snprintf(mask, sizeof(mask), "%x", 1U << mig_node_cpu(!c->target));
-		if (c->engine_pinned)
-			set_knob(MIG_ENGINE_CPUS, mask);
-		else
-			c->engine_pinned = !mig_knob_set(MIG_ENGINE_CPUS, mask);
+		mig_pin_engine(c, !c->target);
+		c->engine_follows = false;
 	}
 	for (;;) {
 		landed = mig_numa_landed(c);
@@ -634,6 +651,15 @@ static int mig_op_numa(struct mig_ctx *c)
 		}
 		if (c->pass_w0 != ~0ULL && w >= MIG_SLOTS)
 			return 0;	/* the pass is over, the move still due */
+		/* The device's faults on the memory's node restore its PMD
+		 * before the reader faults: a THP may then stay put. Past a
+		 * third of the bound, the engine joins the reader (whose node
+		 * its faults then pull the memory to, as the reader's do). */
+		if (!c->engine_follows && now_s() > c->deadline - MIG_WAIT_S * 2 / 3) {
+			mig_pin_engine(c, c->target);
+			c->engine_follows = true;
+			c->followed++;
+		}
 		sched_yield();
 	}
 	/* Seen after it landed, the pass still had slots to write. */
@@ -680,8 +706,9 @@ static void mig_numa_case(struct __test_metadata *_metadata, FIXTURE_DATA(paths)
 	numa_balancing_set(0);
 	mig_knobs_restore();
 	ASSERT_EQ(0, c.err) TH_LOG("%s", c.why);
-	TH_LOG("%llu NUMA moves of the region (numa_pages_migrated +%lld) in %d passes",
-	       (unsigned long long)c.moved, mig_numa_migrated() - c.vm0, passes);
+	TH_LOG("%llu NUMA moves of the region (numa_pages_migrated +%lld) in %d passes, "
+	       "%d with the engine on the reader's node", (unsigned long long)c.moved,
+	       mig_numa_migrated() - c.vm0, passes, c.followed);
 	/* The moves were NUMA balancing's: its counter rose with them. */
 	ASSERT_LE(c.moved * (thp ? 512 : 1), mig_numa_migrated() - c.vm0);
 	c.lw.ops = c.moved - 1;	/* the moves in raced passes */
