@@ -15,7 +15,7 @@
 # there with the reason is reported as a skipped case, never dropped). The
 # tests never read the knobs: only this runner writes them.
 #
-# Environment: MUTANT_CASE_TIMEOUT (s, default 300), MUTANT_STOP_AT_KILL=1
+# Environment: MUTANT_CASE_TIMEOUT (s, default 150), MUTANT_STOP_AT_KILL=1
 # (skip a mutant's remaining kill tests once one failed), MUTANT_TSV and
 # MUTANT_TEST_BIN (another table or test binary). Per-case logs, the
 # kernel messages of each mutant and the kill table go to
@@ -29,7 +29,7 @@ params=${MUTANT_PARAMS:-/sys/module/kernel/parameters}
 in_vm=1
 [ -n "${MUTANT_PARAMS:-}" ] && in_vm=0
 klog() { ((in_vm)) && dmesg "$@"; }
-case_timeout=${MUTANT_CASE_TIMEOUT:-300}
+case_timeout=${MUTANT_CASE_TIMEOUT:-150}
 logs="${SECMMU_VM_OUT:-/tmp}/mutants"
 # Kernel reports (as scripts/vm-verdict.sh counts them).
 REPORTS='BUG:|WARNING:|Oops|KASAN|lockdep|general protection|RCU stall|rcu_sched self-detected stall|Call Trace|Kernel panic|blocked for more than'
