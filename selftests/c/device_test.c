@@ -379,7 +379,9 @@ TEST_F(dev, move_pages_thp_invalidates)
  * pass ends and every slot is checked. No later pass can overwrite a lost
  * write, as a continuous stream's would.
  */
-TEST_F(dev, stream_races_move_pages_thp)
+/* 300 s: on the debug kernel under TCG, on a loaded host, the 12 moves
+ * outlasted the harness's default 30 s. */
+TEST_F_TIMEOUT(dev, stream_races_move_pages_thp, 300)
 {
 	struct secmmu_stream s = {
 		.addr = (uintptr_t)self->thp, .stride = 8, .slots = 65536,
