@@ -116,7 +116,8 @@ impl FolioHold {
     /// if it was freed or reused since.
     fn get(pfn: Pfn, id: PageId) -> Option<Self> {
         // `pfn` came from a walk of a present page, so its struct page
-        // exists (the memory map of present memory is never freed).
+        // exists: the memory map goes only with memory hot-remove, which
+        // offlines, and so unmaps with a flush, every page first.
         // SAFETY: as just said; the helper touches only the struct page,
         // references only a live folio and reads the three words of `id`.
         let folio = unsafe { b::secmmu_page_get(pfn.0, id.0.as_ptr()) };
