@@ -27,6 +27,15 @@ add_counts() {
 	[ "$f" = 0 ] || FAILS+=("$1")
 	printf '%-7s %s (%s passed, %s failed, %s skipped)\n' "$([ "$f" = 0 ] && echo ok || echo FAIL)" "$1" "$p" "$f" "$s"
 }
+# show_failures LOG: each failing case of a VM run's KTAP log with what it
+# logged since it started (its last 15 "#" lines), so that CI's output
+# alone says why.
+show_failures() {
+	awk '/^# +RUN / { n = 0 }
+	     /^#/ { buf[n++ % 15] = $0 }
+	     /^not ok / { for (i = (n > 15 ? n - 15 : 0); i < n; i++) print "    | " buf[i % 15]
+			  print "    " $0; n = 0 }' "$1" 2>/dev/null
+}
 
 echo "== provisioning (cached under $SECMMU_CACHE)"
 flavour=${SECMMU_FLAVOUR:-test}
@@ -102,7 +111,7 @@ min=50
 SECMMU_QUIET=1 "$SECMMU_TOP/scripts/vm-run.sh" --out "$SECMMU_TOP/build/vm/selftests" -- "$(suite_cmd $min)"
 add_counts "VM selftests (KTAP + dmesg scan)" "$SECMMU_TOP/build/vm/selftests/counts"
 grep -E '^(not ok|ok) ' "$SECMMU_TOP/build/vm/selftests/output.log" | sed 's/^/    /'
-grep -E '^#.*(FAIL|fail)' "$SECMMU_TOP/build/vm/selftests/output.log" | head -n 20 | sed 's/^/    /'
+show_failures "$SECMMU_TOP/build/vm/selftests/output.log"
 
 # Kernel mutants: the test kernel with real historical secondary-TLB bugs
 # put back, each behind its own knob (kernel/mutants/). One boot: the whole
@@ -117,7 +126,7 @@ if [ "${SECMMU_CHECK_MUTANTS:-1}" = 1 ] && [ -z "${KDIR:-}" ] && [ "$flavour" = 
 			--out "$SECMMU_TOP/build/vm/mutants" -- "MUTANT_CONTROL_SUITE=1 $(suite_cmd $min | sed 's,selftests/run_vm_tests.sh$,selftests/run_mutants.sh,')"
 		add_counts "kernel mutants: control suite and kill runs (KTAP + dmesg scan)" \
 			"$SECMMU_TOP/build/vm/mutants/counts"
-		grep -E '^not ok ' "$SECMMU_TOP/build/vm/mutants/output.log" | sed 's/^/    /'
+		show_failures "$SECMMU_TOP/build/vm/mutants/output.log"
 		sed -n '/^# kill table/,/^# control: /p' "$SECMMU_TOP/build/vm/mutants/output.log" | sed 's/^# \{0,1\}/    /'
 	else
 		tail -n 20 "$results/mutant-kernel.log"
@@ -165,7 +174,7 @@ if [ "${SECMMU_CHECK_DEBUG:-1}" = 1 ] && [ -z "${KDIR:-}" ] && [ "$flavour" = te
 				--out "$SECMMU_TOP/build/vm/selftests-debug" -- "$(suite_cmd 10 "$DEBUG_PATHS")"
 			add_counts "VM selftests on the debug kernel (KTAP + dmesg scan + kmemleak)" \
 				"$SECMMU_TOP/build/vm/selftests-debug/counts"
-			grep -E '^not ok ' "$SECMMU_TOP/build/vm/selftests-debug/output.log" | sed 's/^/    /'
+			show_failures "$SECMMU_TOP/build/vm/selftests-debug/output.log"
 		fi
 		# Leave the module built for the test kernel, as make demo expects.
 		"$SECMMU_TOP/scripts/build-module.sh" modules >>"$results/module.log" 2>&1 ||

@@ -21,6 +21,8 @@ if [ "$module" = 1 ]; then
 fi
 cd "$top" || exit 1
 export SECMMU_TOP="$top" SECMMU_VM_OUT="$out"
+# The kernel's lib/test_hmm.ko, when it has one (vm-run.sh copied it).
+[ ! -f "$out/test_hmm.ko" ] || export SECMMU_TEST_HMM="$out/test_hmm.ko"
 bash -c "$cmd" 2>&1 | tee "$out/output.log"
 rc=${PIPESTATUS[0]}
 dmesg >"$out/dmesg.txt"

@@ -51,6 +51,9 @@ acc=$(accel)
 
 out=${out:-$SECMMU_TOP/build/vm/last}
 rm -rf "$out" && mkdir -p "$out"
+# lib/test_hmm.ko of this kernel (CONFIG_TEST_HMM=m), for the path case
+# that races its migrate_vma() (guest-run.sh names it in SECMMU_TEST_HMM).
+[ ! -f "$kb/lib/test_hmm.ko" ] || cp "$kb/lib/test_hmm.ko" "$out/test_hmm.ko"
 
 vng_args=(--run "$bz" --user root --cpus 2 --memory 2G
 	--numa 1G,cpus=0 --numa 1G,cpus=1
