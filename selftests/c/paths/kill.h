@@ -22,9 +22,13 @@
  *   khugepaged_retract          khugepaged retracts the page table of a
  *                               PTE-mapped shmem THP, then a hole punch
  *   migrate_vma_dontneed        lib/test_hmm's migrate_vma() of 4 KiB pages
- *                               to device memory racing MADV_DONTNEED, a
- *                               real-time zapper preempting the migrator
+ *                               shared with a child, racing MADV_DONTNEED:
+ *                               a real-time zapper preempts the migrator
  *                               the moment it drops the PTL
+ *   numa_thp_refault            NUMA balancing migrating a THP that the
+ *                               device faulted back in within the hinting
+ *                               fault (a real-time nudger holds the
+ *                               faulting CPU until the device wrote)
  *
  * Helpers are kl_*.
  */
@@ -1008,5 +1012,310 @@ out:
 	free(h.bounce);
 	um_knob_restore(&kl_hmm_knob);
 	um_guard_stop(&g);
+	um_finish(_metadata, self, &c);
+}
+
+/* ------------------------------------------------------------------ */
+/* NUMA balancing migrating a THP the device faulted back in.           */
+
+/*
+ * NUMA balancing moves a THP in the hinting fault of a CPU on the other
+ * node: do_huge_pmd_numa_page() isolates it and drops the PTL with the PMD
+ * still PROT_NONE, then migrate_pages() unmaps it (set_pmd_migration_entry(),
+ * which must invalidate the secondary TLBs), copies it, maps the copy. A
+ * device access in between (here the device works on the memory's node)
+ * faults the PMD back in (NUMA_NO_NODE: nothing to move from its side) and
+ * takes a translation, which the unmap must then invalidate.
+ *
+ * Made to happen: a reader on the other node's CPU reads the THP in a loop;
+ * a SCHED_FIFO nudger on the reader's CPU wakes at random moments and, when
+ * the reader's stack shows it inside do_huge_pmd_numa_page() and not yet at
+ * the unmap, starts a single-pass stream over the THP and keeps the reader
+ * off its CPU until the device has written through a translation (it
+ * faulted the PMD back in); then the reader goes on and migrates the THP
+ * under the stream. Every write of the pass must be in the THP's new copy
+ * (lost_write). After each move the reader and the device swap nodes.
+ */
+#define KL_NUMA_SECS	90
+#define KL_NUMA_ROUND_S	5	/* a round without a move: a new THP */
+#define KL_NUMA_WANT	3	/* moves under the device that end the case */
+#define KL_NUMA_THPS	8	/* THPs per round: more hinting faults */
+
+struct kl_numa {
+	char *volatile p;	/* the THP while a round runs, else NULL */
+	int fd, target;
+	volatile pid_t reader_tid, nudger_tid;
+	volatile int stop, acted, reading;
+	volatile uint64_t loops;	/* the reader's passes over the THPs */
+	volatile int cur;		/* the THP the reader reads now */
+	int faulting;			/* the THP it faulted on, when acted */
+	bool faulted_in;	/* the device wrote before the reader went on */
+	uint64_t wakeups, in_fault, w_start, f_start;
+	uint64_t faulted_rounds, moved_rounds;	/* of the rounds it acted in */
+	int err;
+	char why[128];
+};
+
+static inline void kl_numa_fail(struct kl_numa *n, const char *what, int err)
+{
+	if (!n->err) {
+		snprintf(n->why, sizeof(n->why), "%s: %s", what, strerror(err));
+		n->err = err;
+	}
+	n->stop = 1;
+}
+
+/* Pins thread @tid (0: the caller) to the first CPU of @node. */
+static inline int kl_pin_node(pid_t tid, int node)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(mig_node_cpu(node), &set);
+	return sched_setaffinity(tid, sizeof(set), &set) ? -errno : 0;
+}
+
+static void *kl_numa_reader(void *a)
+{
+	struct kl_numa *n = a;
+	char *p;
+
+	n->reader_tid = gettid();
+	while (!n->stop) {
+		p = n->p;
+		n->reading = p != NULL;
+		if (p) {
+			size_t i;
+
+			for (i = 0; i < KL_NUMA_THPS; i++) {
+				n->cur = i;
+				(void)*(volatile uint64_t *)(p + i * HPAGE);
+			}
+			n->loops++;
+		} else {
+			usleep(100);
+		}
+	}
+	n->reading = 0;
+	return NULL;
+}
+
+/* Whether the reader is inside a NUMA hinting fault on a THP, before the
+ * unmap of its migration (none of the later steps on its stack). */
+static inline bool kl_numa_in_fault(struct kl_numa *n)
+{
+	static const char *const past[] = {
+		"try_to_migrate", "migrate_folio_move", "move_to_new_folio",
+		"folio_mc_copy", "remove_migration",
+	};
+	char path[64], buf[2048];
+	size_t i;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stack", (int)n->reader_tid);
+	if (read_file(path, buf, sizeof(buf)) <= 0 || !strstr(buf, "do_huge_pmd_numa_page"))
+		return false;
+	for (i = 0; i < sizeof(past) / sizeof(past[0]); i++)
+		if (strstr(buf, past[i]))
+			return false;
+	return true;
+}
+
+/* Starts the pass over the THP the reader faults on and holds the CPU
+ * until the device wrote through a translation (50 ms at most). */
+static inline void kl_numa_nudge(struct kl_numa *n)
+{
+	struct secmmu_stream s = {
+		.stride = 8, .slots = MIG_SLOTS,
+		.flags = SECMMU_STREAM_ONCE,
+	};
+	double t0;
+
+	n->faulting = n->cur;
+	s.addr = (uintptr_t)(n->p + n->faulting * HPAGE);
+	n->w_start = dev_stat(n->fd, SECMMU_STAT_STREAM_WRITES);
+	n->f_start = dev_stat(n->fd, SECMMU_STAT_DEVICE_FAULTS);
+	if (ioctl(n->fd, SECMMU_IOCTL_STREAM_START, &s)) {
+		kl_numa_fail(n, "stream", errno);
+		return;
+	}
+	n->faulted_in = false;
+	for (t0 = now_s(); !n->faulted_in && now_s() - t0 < 0.05;)
+		n->faulted_in = dev_stat(n->fd, SECMMU_STAT_STREAM_WRITES) - n->w_start >= 64;
+	n->acted = 1;
+}
+
+static void *kl_numa_nudger(void *a)
+{
+	struct sched_param sp = { .sched_priority = 10 };
+	struct kl_numa *n = a;
+	unsigned int seed = getpid();
+	struct timespec ts;
+
+	uint64_t last = 0, now;
+
+	n->nudger_tid = gettid();
+	if (sched_setscheduler(0, SCHED_FIFO, &sp))
+		kl_numa_fail(n, "nudger: SCHED_FIFO", errno);
+	while (!n->stop) {
+		ts = (struct timespec){ .tv_nsec = 10000 + rand_r(&seed) % 40000 };
+		clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, NULL);
+		n->wakeups++;
+		/* The stack only when the reader made no read since the last
+		 * wakeup: it is in the kernel (reading the stack is slow). */
+		now = n->loops;
+		if (now != last) {
+			last = now;
+			continue;
+		}
+		if (n->acted || !n->p || !kl_numa_in_fault(n))
+			continue;
+		n->in_fault++;
+		kl_numa_nudge(n);
+	}
+	return NULL;
+}
+
+/* KL_NUMA_THPS THPs on node @node, PMD-mapped; NULL if none could be had. */
+static inline char *kl_numa_thps(int node)
+{
+	const size_t len = KL_NUMA_THPS * HPAGE;
+	unsigned long mask = 1UL << node;
+	char *p = mig_reserve(len);
+	size_t off;
+
+	if (!p || mmap(p, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != p ||
+	    madvise(p, len, MADV_HUGEPAGE) ||
+	    syscall(SYS_mbind, p, len, MIG_MPOL_BIND, &mask, 64UL, 0U))
+		return NULL;
+	for (off = 0; off < len; off += PAGE)
+		*(uint64_t *)(p + off) = token(8, off / PAGE);
+	/* NUMA balancing may move them: the default policy again. */
+	syscall(SYS_mbind, p, len, 0, NULL, 0UL, 0U);
+	for (off = 0; off < len; off += HPAGE)
+		if (!mig_pmd_mapped(p + off, false) || page_node(p + off) != node) {
+			munmap(p, len);
+			return NULL;
+		}
+	return p;
+}
+
+/* How many of the THPs at @p are on @node. */
+static inline int kl_numa_on(char *p, int node)
+{
+	int i, k = 0;
+
+	for (i = 0; i < KL_NUMA_THPS; i++)
+		k += page_node(p + i * HPAGE) == node;
+	return k;
+}
+
+/*
+ * One round on fresh THPs on node 0: the reader and the nudger on node 1,
+ * the device and this thread on node 0; until the nudger acted and the pass
+ * ended, every THP moved without it, or KL_NUMA_ROUND_S. Adds to c->lost;
+ * returns whether THPs moved under a pass whose device faulted a PMD back
+ * in within the hinting fault.
+ */
+static inline bool kl_numa_round(struct um_case *c, struct kl_numa *n)
+{
+	char *p = kl_numa_thps(0);
+	struct secmmu_verify ver;
+	bool moved;
+	double t0;
+
+	if (!p) {
+		um_fail(c, "no THPs to be had on node 0");
+		return false;
+	}
+	n->target = 1;
+	n->acted = 0;
+	n->p = p;
+	for (t0 = now_s(); !n->acted && !n->stop && now_s() - t0 < KL_NUMA_ROUND_S;) {
+		usleep(5000);
+		if (n->acted)
+			break;
+		if (kl_numa_on(p, n->target) == KL_NUMA_THPS)
+			break;	/* all moved unseen: the next round */
+	}
+	n->p = NULL;
+	while (n->reading)
+		;
+	if (n->acted) {
+		wait_stream(n->fd, n->w_start, MIG_SLOTS, n->f_start);
+		if (ioctl(n->fd, SECMMU_IOCTL_STREAM_VERIFY, &ver)) {
+			um_fail(c, "stream verify: %s", strerror(errno));
+		} else {
+			c->lost.ops++;
+			c->lost.accesses += ver.writes;
+			c->lost.violations += ver.lost_writes;
+		}
+	}
+	moved = n->acted && page_node(p + n->faulting * HPAGE) == n->target;
+	munmap(p, KL_NUMA_THPS * HPAGE);
+	if (!n->acted)
+		return false;
+	n->faulted_rounds += n->faulted_in;
+	n->moved_rounds += moved;
+	return n->faulted_in && moved;
+}
+
+TEST_F_TIMEOUT(paths, numa_thp_refault, 180)
+{
+	struct um_case c = UM_CASE("numa_thp_refault", self->fd);
+	struct kl_numa n = { .fd = self->fd };
+	pthread_t rt = 0, nt = 0;
+	long long vm0 = mig_numa_migrated();
+	uint64_t moved = 0, rounds = 0;
+	double t0;
+
+	if (access("/sys/devices/system/node/node1", F_OK)) {
+		snprintf(c.not_run, sizeof(c.not_run), "fewer than 2 NUMA nodes");
+		goto out;
+	}
+	if (access("/proc/sys/kernel/numa_balancing", F_OK)) {
+		snprintf(c.not_run, sizeof(c.not_run), "kernel without NUMA balancing");
+		goto out;
+	}
+	if (!um_thp_ok(&c))
+		goto out;
+	/* The device and this thread on node 0, with the memory. */
+	UM_REQ(&c, !mig_knob_set(MIG_ENGINE_CPUS, "1"), "engine cpumask: %s", strerror(errno));
+	UM_REQ(&c, !kl_pin_node(0, 0), "affinity: %s", strerror(errno));
+	mig_knob_set("/proc/sys/kernel/numa_balancing_scan_delay_ms", "0");
+	mig_knob_set(MIG_NUMA_KNOBS "scan_delay_ms", "0");
+	mig_knob_set(MIG_NUMA_KNOBS "scan_period_min_ms", "10");
+	mig_knob_set(MIG_NUMA_KNOBS "scan_period_max_ms", "100");
+	UM_REQ(&c, numa_balancing_set(1) >= 0, "numa_balancing: %s", strerror(errno));
+	c.judged |= UM_LOST;
+	UM_REQ(&c, !pthread_create(&rt, NULL, kl_numa_reader, &n) &&
+		  !pthread_create(&nt, NULL, kl_numa_nudger, &n), "pthread_create");
+	while (!n.reader_tid || !n.nudger_tid)
+		usleep(1000);
+	UM_REQ(&c, !kl_pin_node(n.reader_tid, 1) && !kl_pin_node(n.nudger_tid, 1),
+	       "affinity: %s", strerror(errno));
+	for (t0 = now_s(); !n.stop && moved < KL_NUMA_WANT && !c.lost.violations &&
+	     !c.err[0] && now_s() - t0 < KL_NUMA_SECS; rounds++)
+		moved += kl_numa_round(&c, &n);
+out:
+	n.stop = 1;
+	if (nt)
+		pthread_join(nt, NULL);
+	if (rt)
+		pthread_join(rt, NULL);
+	numa_balancing_set(0);
+	mig_knobs_restore();
+	if (!c.err[0] && n.err)
+		um_fail(&c, "%s", n.why);
+	if (!c.err[0] && !c.not_run[0] && !moved && !c.lost.violations)
+		um_fail(&c, "NUMA balancing never moved the THP under the device's pass (%llu rounds, %llu passes started in a hinting fault)",
+			(unsigned long long)rounds, (unsigned long long)n.in_fault);
+	c.ops = rounds;
+	snprintf(c.note, sizeof(c.note),
+		 "%llu rounds of %d THPs, %llu nudger wakeups, %llu passes started in a hinting fault, %llu faulted in by the device, %llu moved, %llu both; numa_pages_migrated +%lld",
+		 (unsigned long long)rounds, KL_NUMA_THPS,
+		 (unsigned long long)n.wakeups, (unsigned long long)n.in_fault,
+		 (unsigned long long)n.faulted_rounds, (unsigned long long)n.moved_rounds,
+		 (unsigned long long)moved, mig_numa_migrated() - vm0);
 	um_finish(_metadata, self, &c);
 }
