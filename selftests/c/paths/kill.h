@@ -1037,7 +1037,7 @@ out:
  * (lost_write). After each move the reader and the device swap nodes.
  */
 #define KL_NUMA_SECS	90
-#define KL_NUMA_ROUND_S	5	/* a round without a move: a new THP */
+#define KL_NUMA_ROUND_S	5	/* bound on one round */
 #define KL_NUMA_WANT	3	/* moves under the device that end the case */
 #define KL_NUMA_THPS	8	/* THPs per round: more hinting faults */
 
@@ -1219,11 +1219,17 @@ static inline int kl_numa_on(char *p, int node)
  */
 static inline bool kl_numa_round(struct um_case *c, struct kl_numa *n)
 {
-	char *p = kl_numa_thps(0);
 	struct secmmu_verify ver;
+	char *p = NULL;
 	bool moved;
 	double t0;
+	int tries;
 
+	for (tries = 0; tries < 3 && !p; tries++) {
+		p = kl_numa_thps(0);
+		if (!p)	/* no huge page free: compact and try again */
+			set_knob("/proc/sys/vm/compact_memory", "1");
+	}
 	if (!p) {
 		um_fail(c, "no THPs to be had on node 0");
 		return false;
@@ -1267,6 +1273,7 @@ TEST_F_TIMEOUT(paths, numa_thp_refault, 180)
 	pthread_t rt = 0, nt = 0;
 	long long vm0 = mig_numa_migrated();
 	uint64_t moved = 0, rounds = 0;
+	char mask[16];
 	double t0;
 
 	if (access("/sys/devices/system/node/node1", F_OK)) {
@@ -1280,7 +1287,8 @@ TEST_F_TIMEOUT(paths, numa_thp_refault, 180)
 	if (!um_thp_ok(&c))
 		goto out;
 	/* The device and this thread on node 0, with the memory. */
-	UM_REQ(&c, !mig_knob_set(MIG_ENGINE_CPUS, "1"), "engine cpumask: %s", strerror(errno));
+	snprintf(mask, sizeof(mask), "%x", 1U << mig_node_cpu(0));
+	UM_REQ(&c, !mig_knob_set(MIG_ENGINE_CPUS, mask), "engine cpumask: %s", strerror(errno));
 	UM_REQ(&c, !kl_pin_node(0, 0), "affinity: %s", strerror(errno));
 	mig_knob_set("/proc/sys/kernel/numa_balancing_scan_delay_ms", "0");
 	mig_knob_set(MIG_NUMA_KNOBS "scan_delay_ms", "0");
