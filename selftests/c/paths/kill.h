@@ -1036,10 +1036,10 @@ out:
  * under the stream. Every write of the pass must be in the THP's new copy
  * (lost_write). After each move the reader and the device swap nodes.
  */
-#define KL_NUMA_SECS	90
+#define KL_NUMA_SECS	120
 #define KL_NUMA_ROUND_S	5	/* bound on one round */
 #define KL_NUMA_WANT	3	/* moves under the device that end the case */
-#define KL_NUMA_THPS	8	/* THPs per round: more hinting faults */
+#define KL_NUMA_THPS	16	/* THPs per round: more hinting faults */
 
 struct kl_numa {
 	char *volatile p;	/* the THP while a round runs, else NULL */
