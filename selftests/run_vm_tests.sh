@@ -32,7 +32,7 @@ for t in $(expect); do
 	echo "# selftest: $(basename "$t")"
 	"$bin/$t" || rc=1
 done
-# SECMMU_PATHS_CASES="a b": only those path cases (a run by hand;
+# SECMMU_PATHS_CASES="a b": only those path cases (the debug kernel's run;
 # the cases left out are listed as not run).
 echo "# selftest: secmmu paths${SECMMU_PATHS_CASES:+ (only: $SECMMU_PATHS_CASES)}"
 # shellcheck disable=SC2086 # a list of case names
