@@ -97,15 +97,6 @@ suite_cmd() {
 		${2:+"SECMMU_PATHS_CASES='$2'"} \
 		"SECMMU_STRESS_SHORT_MIN=${SECMMU_STRESS_SHORT_MIN:-$1} selftests/run_vm_tests.sh"
 }
-# The debug kernel runs a path case of each family and every oracle's
-# self-test (the rest are listed as not run there): under KASAN and TCG
-# the whole matrix would not fit CI's time.
-DEBUG_PATHS="move_pages_thp move_pages_ptemapped mprotect_4k munmap_4k dontneed_thp
-	mremap_4k cow_held_4k gather_nested_munmap ksm_merge pageout_ptemapped
-	shmem_punch_hole khugepaged_retract exit_mmap oracle_lost_write_fires
-	oracle_stale_read_fires oracle_write_after_revoke_fires oracle_isolation_fires
-	oracle_freed_page_fires"
-DEBUG_PATHS=$(echo $DEBUG_PATHS)
 min=50
 [ "$flavour" = debug ] && min=10
 SECMMU_QUIET=1 "$SECMMU_TOP/scripts/vm-run.sh" --out "$SECMMU_TOP/build/vm/selftests" -- "$(suite_cmd $min)"
@@ -171,7 +162,7 @@ if [ "${SECMMU_CHECK_DEBUG:-1}" = 1 ] && [ -z "${KDIR:-}" ] && [ "$flavour" = te
 		rc=$?; record "build secmmu.ko for the debug kernel" $rc
 		if ((rc == 0)); then
 			SECMMU_KBUILD=$dkb SECMMU_QUIET=1 "$SECMMU_TOP/scripts/vm-run.sh" \
-				--out "$SECMMU_TOP/build/vm/selftests-debug" -- "$(suite_cmd 10 "$DEBUG_PATHS")"
+				--out "$SECMMU_TOP/build/vm/selftests-debug" -- "$(suite_cmd 10)"
 			add_counts "VM selftests on the debug kernel (KTAP + dmesg scan + kmemleak)" \
 				"$SECMMU_TOP/build/vm/selftests-debug/counts"
 			show_failures "$SECMMU_TOP/build/vm/selftests-debug/output.log"

@@ -32,7 +32,7 @@ for t in $(expect); do
 	echo "# selftest: $(basename "$t")"
 	"$bin/$t" || rc=1
 done
-# SECMMU_PATHS_CASES="a b": only those path cases (the debug kernel's run;
+# SECMMU_PATHS_CASES="a b": only those path cases (a run by hand;
 # the cases left out are listed as not run).
 echo "# selftest: secmmu paths${SECMMU_PATHS_CASES:+ (only: $SECMMU_PATHS_CASES)}"
 # shellcheck disable=SC2086 # a list of case names
@@ -100,14 +100,27 @@ if [ -w "$leaks" ]; then
 	fi
 	# The check fires: forget what was seen, leak one object on purpose
 	# (inject leak_object=1), and the same scan must report it, from
-	# secmmu's code.
+	# secmmu's code. kmemleak does not report an object while a stale copy
+	# of its address sits in scanned memory (a kernel stack, a reused
+	# slab object): the leak is made by a process that exits at once, and
+	# up to 3 leaks are tried, each with its own 2 scans. It fails if none
+	# is reported.
 	echo clear >"$leaks"
-	echo leak_object=1 >/sys/kernel/debug/secmmu/inject
-	found=$(kmemleak_scan)
-	if [ "$found" != 0 ] && grep -q secmmu "$leaks"; then
+	fired=0
+	for try in 1 2 3; do
+		sh -c 'echo leak_object=1 >/sys/kernel/debug/secmmu/inject'
+		found=$(kmemleak_scan)
+		if [ "$found" != 0 ] && grep -q secmmu "$leaks"; then
+			fired=$try
+			break
+		fi
+		echo "# leak $try: kmemleak reported $found object(s), none from secmmu"
+	done
+	if [ "$fired" != 0 ]; then
+		echo "# kmemleak reported the object leaked on purpose (leak $fired of 3)"
 		echo "ok 2 kmemleak_detector_fires"
 	else
-		echo "# kmemleak did not report the object leaked on purpose ($found reported)"
+		echo "# kmemleak reported none of 3 objects leaked on purpose"
 		echo "not ok 2 kmemleak_detector_fires"
 		rc=1
 	fi

@@ -671,6 +671,11 @@ TEST_F_TIMEOUT(paths, khugepaged_retract, 120)
 		snprintf(c.not_run, sizeof(c.not_run), "no shmem THP for a MADV_HUGEPAGE memfd");
 		goto out;
 	}
+	/*
+	 * khugepaged, at its default pace, could map the THP by its PMD again
+	 * before the device primes: keep it off this VMA until then.
+	 */
+	UM_REQ(&c, !madvise(p, HPAGE, MADV_NOHUGEPAGE), "MADV_NOHUGEPAGE: %s", strerror(errno));
 	/* The VMA split: the PMD goes, the pages refault by PTEs. */
 	UM_REQ(&c, !mprotect(p + HPAGE / 2, PAGE, PROT_READ), "mprotect: %s", strerror(errno));
 	for (off = 0; off < HPAGE; off += PAGE)
@@ -684,6 +689,7 @@ TEST_F_TIMEOUT(paths, khugepaged_retract, 120)
 	UM_REQ(&c, dev_stat(c.fd, SECMMU_STAT_HUGE_FILLS) == h0,
 	       "the device took a 2 MiB translation: the THP is still PMD-mapped");
 	/* khugepaged, fast: wait (bounded) until our PTEs are gone. */
+	UM_REQ(&c, !madvise(p, HPAGE, MADV_HUGEPAGE), "MADV_HUGEPAGE: %s", strerror(errno));
 	set_knob(KL_KHP "khugepaged/pages_to_scan", "4096");
 	set_knob(KL_KHP "khugepaged/scan_sleep_millisecs", "0");
 	for (t0 = now_s(); now_s() - t0 < KL_KHP_SECS; usleep(20000))

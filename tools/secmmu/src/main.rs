@@ -260,10 +260,17 @@ fn run_paths_test(bin: &str, cases: &[&str]) -> Result<(String, bool), String> {
         .spawn()
         .map_err(|e| format!("{bin}: {e} (the paths selftest is not built?)"))?;
     let mut out = String::new();
+    // Each case's wall time, from the previous result line to its own: what
+    // to look at when a kernel's run grows (the harness does not say).
+    let mut since = std::time::Instant::now();
     if let Some(so) = child.stdout.take() {
         for line in BufReader::new(so).lines() {
             let line = line.map_err(|e| format!("{bin}: {e}"))?;
             println!("{line}");
+            if line.starts_with("ok ") || line.starts_with("not ok ") {
+                println!("# time: {:.1} s", since.elapsed().as_secs_f64());
+                since = std::time::Instant::now();
+            }
             out.push_str(&line);
             out.push('\n');
         }
